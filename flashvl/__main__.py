@@ -1,0 +1,3 @@
+from flashvl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The seed endpoints: /infer, /caption and /api/predict."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, File, Request, UploadFile
+
+from flashvl.api.deps import Ready, meta, record_answer, resolve_max_tokens
+from flashvl.api.schemas import (
+    CaptionResponse,
+    InferRequest,
+    InferResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from flashvl.media.types import LoadedImage
+from flashvl.pipeline.service import Answer, Query
+
+router = APIRouter(tags=["seed"])
+
+
+def _image_info(image: LoadedImage) -> dict[str, object]:
+    return {"sha256": image.sha256, "width": image.width, "height": image.height, "format": image.format}
+
+
+def _boxes(answer: Answer) -> list[dict[str, object]]:
+    return [box.to_dict() for box in answer.boxes]
+
+
+@router.post("/infer", response_model=InferResponse, response_model_exclude_none=False)
+async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str, object]:
+    """Answer a question about one image (URL or base64)."""
+    max_tokens = resolve_max_tokens(state, body.max_tokens)
+    if body.image_url:
+        image = await state.intake.from_reference(body.image_url)
+    else:
+        image = await state.intake.from_base64(body.image_base64 or "")
+    query = Query(images=[image], question=body.prompt, max_tokens=max_tokens,
+                  temperature=state.settings.temperature if body.temperature is None else body.temperature)
+    answer = await state.pipeline.answer(query)
+    record_answer(request, state, answer)
+    return meta(request, answer) | {
+        "text": answer.text,
+        "thinking": answer.thinking,
+        "boxes": _boxes(answer),
+        "image": _image_info(image),
+        "observations": answer.observations if body.include_observations else None,
+    }
+
+
+@router.post("/caption", response_model=CaptionResponse)
+async def caption(request: Request, state: Ready, file: UploadFile = File(...)) -> dict[str, object]:
+    """Caption an uploaded image (multipart field ``file``)."""
+    image = await state.intake.from_upload(file)
+    answer = await state.pipeline.answer(Query(images=[image], task="caption"))
+    record_answer(request, state, answer)
+    return meta(request, answer) | {"caption": answer.text, "image": _image_info(image), "boxes": _boxes(answer)}
+
+
+@router.post("/api/predict", response_model=PredictResponse)
+async def predict(body: PredictRequest, request: Request, state: Ready) -> dict[str, object]:
+    """Gradio-style ``{"data": [question, image]}`` -> ``{"data": [answer]}``."""
+    start = time.perf_counter()
+    question, reference = body.data
+    image = await state.intake.from_reference(reference)
+    query = Query(images=[image], question=question, max_tokens=state.settings.max_tokens,
+                  temperature=state.settings.temperature)
+    answer = await state.pipeline.answer(query)
+    record_answer(request, state, answer)
+    return {"data": [answer.text], "duration": round(time.perf_counter() - start, 4),
+            "flashvl": meta(request, answer)}

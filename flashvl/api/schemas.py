@@ -1,0 +1,127 @@
+"""Request and response bodies of every API, as pydantic models (they make the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_PROMPT_CHARS = 8000
+
+
+class StageInfo(BaseModel):
+    name: str = Field(description="Role: 'vision' or 'language'.")
+    backend: str = Field(description="Which stage ran, e.g. 'offline-pipeline' (not a VLM) or 'llamacpp:...'.")
+    seconds: float
+    cached: bool = False
+    steps: dict[str, float] = Field(default_factory=dict, description="Seconds per step inside the stage.")
+
+
+class AnswerMeta(BaseModel):
+    """How an answer was made: every response carries this."""
+
+    route: str = Field(description="rule | direct | cascade | vision-only | text-only")
+    vision_stage: str | None
+    language_stage: str | None
+    stages: list[StageInfo]
+    confidence: float | None = Field(
+        None,
+        description=(
+            "0-1. For 'cascade': geometric-mean probability of the language model's answer tokens. "
+            "For 'rule': the score of the measurement the rule used (e.g. 1 - NSFW score when safe). "
+            "For 'direct' offline descriptions: the top detector/classifier score. Null when unknown."
+        ),
+    )
+    confidence_source: str | None = None
+    notice: str | None = Field(None, description="Set when the answer is degraded, e.g. 'image description only'.")
+    request_id: str | None = None
+
+
+class ImageInfo(BaseModel):
+    sha256: str
+    width: int
+    height: int
+    format: str
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str | None = Field(None, description="http(s) URL, data: URL, or file:// under the configured root.")
+    image_base64: str | None = Field(None, description="Base64 image bytes, or a data:image/...;base64 URL.")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The question, Chinese or English.")
+    max_tokens: int | None = Field(None, ge=1, description="Answer length cap (tokens).")
+    temperature: float | None = Field(None, ge=0, le=2)
+    include_observations: bool = Field(False, description="Also return what the vision stage observed.")
+
+    @model_validator(mode="after")
+    def _one_image(self) -> InferRequest:
+        if bool(self.image_url) == bool(self.image_base64):
+            raise ValueError("send exactly one of image_url or image_base64")
+        return self
+
+
+class BoxOut(BaseModel):
+    label: str
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the original image.")
+
+
+class InferResponse(AnswerMeta):
+    text: str
+    thinking: str | None = None
+    boxes: list[BoxOut] = Field(default_factory=list)
+    image: ImageInfo
+    observations: dict[str, Any] | None = None
+
+
+class CaptionResponse(AnswerMeta):
+    caption: str
+    image: ImageInfo
+    boxes: list[BoxOut] = Field(default_factory=list)
+
+
+class PredictRequest(BaseModel):
+    """Gradio-style: ``{"data": [question, image]}``; the image a data: URL, http(s) URL or base64."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    data: list[Any] = Field(min_length=2, max_length=2, description="[question, image]")
+
+    @model_validator(mode="after")
+    def _strings(self) -> PredictRequest:
+        question, image = self.data
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("data[0] must be the question (a non-empty string)")
+        if isinstance(image, dict):  # Gradio clients may send {"url": ...} or {"data": ...}
+            image = image.get("url") or image.get("data") or image.get("path")
+            self.data[1] = image
+        if not isinstance(image, str) or not image:
+            raise ValueError("data[1] must be the image as a data: URL, an http(s) URL or base64")
+        if len(question) > MAX_PROMPT_CHARS:
+            raise ValueError(f"data[0] is longer than {MAX_PROMPT_CHARS} characters")
+        return self
+
+
+class PredictResponse(BaseModel):
+    data: list[str]
+    is_generating: bool = False
+    duration: float
+    flashvl: AnswerMeta
+
+
+class Limits(BaseModel):
+    max_image_bytes: int
+    max_image_pixels: int
+    allowed_formats: list[str]
+    max_tokens_limit: int
+    max_images_per_request: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    stages: dict[str, str] = Field(description="Each stage: 'loading', 'ready' or 'failed: reason'.")

@@ -1,0 +1,199 @@
+"""One typed settings object; every field is a CLI flag and a ``FLASHVL_*`` variable.
+
+Precedence, highest first: command-line flag, environment variable, config file
+(``--config`` / ``FLASHVL_CONFIG``, TOML or JSON), default. ``flashvl serve --help``
+is generated from the field descriptions below, so the code is the documentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _group(name: str) -> dict[str, Any]:
+    return {"json_schema_extra": {"group": name}}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLASHVL_", extra="forbid", validate_default=True)
+
+    # --- server
+    host: str = Field("127.0.0.1", description="Address to bind.", **_group("server"))
+    port: int = Field(8080, ge=0, le=65535, description="Port to bind (0 picks a free one).", **_group("server"))
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.", **_group("server"))
+    log_payloads: bool = Field(
+        False,
+        description="DEBUG ONLY: log prompt and answer text. Image bytes are never logged.",
+        **_group("server"),
+    )
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Upper bound on one request's total time.", **_group("server")
+    )
+
+    # --- media intake
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024, gt=0, description="Largest encoded image accepted (bytes).", **_group("media")
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="Largest image accepted, width*height, read from the header before decoding.",
+        **_group("media"),
+    )
+    max_images_per_request: int = Field(4, ge=1, description="Images per request.", **_group("media"))
+    allowed_formats: CommaList = Field(
+        ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
+        description="Accepted image formats (GIF: first frame).",
+        **_group("media"),
+    )
+    fetch_timeout_s: float = Field(
+        15.0, gt=0, description="Total time allowed to download one image URL.", **_group("media")
+    )
+    fetch_connect_timeout_s: float = Field(
+        5.0, gt=0, description="Time allowed to connect to an image URL's host.", **_group("media")
+    )
+    fetch_max_redirects: int = Field(
+        3, ge=0, le=10, description="Redirects followed per image URL (each one re-validated).", **_group("media")
+    )
+    fetch_allow_cidrs: CommaList = Field(
+        [],
+        description=(
+            "Networks that image URLs may reach although they are loopback/private "
+            "(e.g. 127.0.0.1/32,10.1.0.0/16). Empty: only public addresses."
+        ),
+        **_group("media"),
+    )
+    fetch_allow_hosts: CommaList = Field(
+        [],
+        description="If set, image URLs may only name these hosts (exact, or '.example.com' for subdomains).",
+        **_group("media"),
+    )
+    file_root: Path | None = Field(
+        None, description="Folder that file:// image URLs may read from. Unset: file:// refused.", **_group("media")
+    )
+
+    # --- stages
+    vision: str = Field("offline", description="Vision stage: 'offline' (the offline pipeline).", **_group("stages"))
+    language: str = Field(
+        "llamacpp", description="Language stage: 'llamacpp' (offline brain) or 'none'.", **_group("stages")
+    )
+    model_dir: Path = Field(
+        Path(os.path.expanduser("~/.cache/flashvl/models")),
+        description="Where assembled model files are cached.",
+        **_group("stages"),
+    )
+    language_model_path: Path | None = Field(
+        None, description="A GGUF file to use instead of the bundled Qwen2.5-Coder-1.5B.", **_group("stages")
+    )
+    language_slots: int = Field(
+        2, ge=1, le=16, description="llama.cpp parallel slots (continuous batching).", **_group("stages")
+    )
+    language_ctx: int = Field(
+        8192, ge=512, description="llama.cpp context size, shared by all slots.", **_group("stages")
+    )
+    language_threads: int = Field(
+        0, ge=0, description="CPU threads for the language stage (0: all cores).", **_group("stages")
+    )
+    max_tokens: int = Field(256, ge=1, le=4096, description="Default answer length cap (tokens).", **_group("stages"))
+    max_tokens_limit: int = Field(
+        1024, ge=1, description="Largest max_tokens a request may ask for.", **_group("stages")
+    )
+    temperature: float = Field(0.2, ge=0, le=2, description="Default sampling temperature.", **_group("stages"))
+    ocr_min_text_score: float = Field(
+        0.5, ge=0, le=1, description="OCR lines below this confidence are dropped.", **_group("stages")
+    )
+    vision_threads: int = Field(
+        0, ge=0, description="ONNX Runtime threads per vision model (0: all cores).", **_group("stages")
+    )
+    safety_unsafe_threshold: float = Field(
+        0.8, ge=0, le=1, description="Open-NSFW score above which an image is called unsafe.", **_group("stages")
+    )
+    safety_safe_threshold: float = Field(
+        0.2, ge=0, le=1, description="Open-NSFW score below which an image is called safe.", **_group("stages")
+    )
+
+    # --- observability
+    metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.", **_group("server"))
+
+    @field_validator("allowed_formats", "fetch_allow_cidrs", "fetch_allow_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _upper_formats(cls, value: list[str]) -> list[str]:
+        return [v.upper() for v in value]
+
+
+# ------------------------------------------------------------------ loading
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file whose keys are field names (flat)."""
+    text = path.read_bytes()
+    data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text.decode())
+    unknown = set(data) - set(Settings.model_fields)
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+    return data
+
+
+def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | None = None) -> Settings:
+    """Build settings: overrides (CLI) > env > config file > defaults."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    config_file = config_file or (Path(os.environ["FLASHVL_CONFIG"]) if os.environ.get("FLASHVL_CONFIG") else None)
+    file_values = read_config_file(config_file) if config_file else {}
+    env_keys = {name for name in Settings.model_fields if f"FLASHVL_{name.upper()}" in os.environ}
+    # Values from the file apply only where neither the CLI nor the environment set one.
+    merged = {k: v for k, v in file_values.items() if k not in env_keys} | overrides
+    return Settings(**merged)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per settings field, grouped, with env var names in the help."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        group_name = str(extra.get("group", "other"))
+        group = groups.get(group_name) or parser.add_argument_group(group_name)
+        groups[group_name] = group
+        flag = "--" + name.replace("_", "-")
+        env = f"FLASHVL_{name.upper()}"
+        default = info.default
+        shown = ",".join(default) if isinstance(default, list) else default
+        help_text = f"{info.description} [env {env}; default {shown}]"
+        annotation = info.annotation
+        if annotation is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        kind = _scalar_type(annotation)
+        group.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=help_text)
+
+
+def _scalar_type(annotation: Any) -> Any:
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if annotation in (int, float):
+        return annotation
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if Path in args or annotation is Path:
+        return Path
+    return str
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {name: getattr(args, name, None) for name in Settings.model_fields}
+    return load_settings(overrides, getattr(args, "config", None))

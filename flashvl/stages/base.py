@@ -1,0 +1,184 @@
+"""The two stage roles: a vision stage ("eyes") and a language stage ("brain").
+
+A stage is an object built from settings, with a small async interface and no
+module-level state, so that the same class can live in-process, behind HTTP, or
+in another worker (Ray Serve later) without changes.
+
+Design points that later backends rely on:
+- streaming: ``stream`` yields ``TextDelta`` pieces; ``generate``/``see`` are
+  the one-shot forms. Closing the async iterator (the client went away) must
+  cancel the work behind it.
+- batching lives *inside* a stage (a batcher coalescing concurrent calls); the
+  interface stays one request per call, so callers never change.
+- per-stage timing: every result carries ``timings`` (seconds per step).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from flashvl.media.types import LoadedImage
+
+Task = Literal["vqa", "caption", "ocr", "moderate"]
+
+
+@dataclass
+class Timings:
+    """Seconds spent per named step, in the order they ran."""
+
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - start
+
+    @property
+    def total(self) -> float:
+        return sum(self.steps.values())
+
+
+@dataclass
+class Box:
+    """An axis-aligned box in pixel coordinates of the original image."""
+
+    label: str
+    score: float
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "score": round(self.score, 4),
+            "box": [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)],
+        }
+
+
+# ---------------------------------------------------------------- vision
+
+
+@dataclass
+class VisionRequest:
+    images: list[LoadedImage]
+    question: str | None = None
+    task: Task = "vqa"
+    max_pixels: int | None = None
+    enable_thinking: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class VisionResult:
+    """What the eyes saw.
+
+    ``description`` is always present: a plain-language account of the image
+    that a language stage (or a human) can read. ``answer`` is set only when
+    the stage answered the question itself (a VLM, or an exact rule of the
+    offline pipeline); ``answer_source`` then says how ("model", "rule:colour").
+    """
+
+    stage: str
+    description: str
+    observations: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None
+    answer_source: str | None = None
+    confidence: float | None = None
+    thinking: str | None = None
+    boxes: list[Box] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+
+@runtime_checkable
+class VisionStage(Protocol):
+    """The eyes. ``is_vlm`` tells the pipeline whether ``answer`` can be trusted
+    for free-form questions (a real VLM) or only for what rules answer exactly."""
+
+    name: str
+    model_id: str
+    is_vlm: bool
+
+    async def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def see(self, request: VisionRequest) -> VisionResult: ...
+
+
+# ---------------------------------------------------------------- language
+
+
+@dataclass
+class ChatMessage:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass
+class ChatRequest:
+    messages: list[ChatMessage]
+    max_tokens: int = 256
+    temperature: float = 0.2
+    top_p: float | None = None
+    stop: list[str] | None = None
+    json_schema: dict[str, Any] | None = None
+    enable_thinking: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class TextDelta:
+    """One streamed piece. ``kind`` separates visible text from thinking."""
+
+    text: str
+    kind: Literal["answer", "thinking"] = "answer"
+
+
+@dataclass
+class Generation:
+    """A finished generation.
+
+    ``confidence`` is the geometric-mean probability the model gave to the
+    tokens it produced (exp of the mean token log-probability), or None when the
+    backend does not report log-probabilities.
+    """
+
+    stage: str
+    text: str
+    thinking: str | None = None
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    confidence: float | None = None
+    timings: Timings = field(default_factory=Timings)
+
+
+@runtime_checkable
+class LanguageStage(Protocol):
+    """The brain: text in, text out, optionally constrained by a JSON schema."""
+
+    name: str
+    model_id: str
+
+    async def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def generate(self, request: ChatRequest) -> Generation: ...
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+        """Yield ``TextDelta`` pieces, then the final ``Generation`` last.
+
+        Closing the iterator early cancels the generation.
+        """
+        ...

@@ -1,0 +1,226 @@
+"""Questions that rules answer exactly, from the observations alone.
+
+A rule fires only when the question is clearly of its kind and the observation
+it needs exists; otherwise it returns None and the question goes on to the
+language stage. Rules never guess: each answer names the measurement behind it.
+The order in ``RULES`` matters: more specific rules come first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flashvl.stages.offline.describe import describe_objects
+from flashvl.stages.offline.scene import Observations, SceneObject
+from flashvl.tasks.language import Lang
+
+
+@dataclass(frozen=True)
+class RuleAnswer:
+    text: str
+    source: str  # "rule:safety", ...
+    confidence: float | None
+
+
+def _has(pattern: str, text: str) -> bool:
+    return re.search(pattern, text, re.IGNORECASE) is not None
+
+
+# ------------------------------------------------------------------ safety
+
+_SAFETY_EN = r"\b(nsfw|sfw|porn\w*|nud(e|ity)|explicit|adult content|safe for work)\b"
+_SAFETY_EN_CTX = r"\b(safe|appropriate|inappropriate|offensive)\b.*\b(image|picture|photo|content|this|view)\b"
+_SAFETY_ZH = r"(色情|不雅|低俗|裸露|涉黄|违规|敏感|(安全|合适|适合).*(图|内容|浏览|观看|工作|展示))"
+
+
+def safety_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    asks = _has(_SAFETY_EN, question) or _has(_SAFETY_EN_CTX, question) or _has(_SAFETY_ZH, question)
+    if not asks or obs.nsfw_score is None:
+        return None
+    score, verdict = obs.nsfw_score, obs.safety_verdict
+    if lang == "zh":
+        text = {
+            "safe": f"是的,看起来适合工作场合浏览:Open-NSFW 模型给出的分数为 {score:.2f}(低于阈值即视为安全)。",
+            "unsafe": f"否,可能不适合工作场合浏览:Open-NSFW 模型给出的分数为 {score:.2f}(高于阈值即视为不安全)。",
+            "uncertain": f"不确定:Open-NSFW 分数为 {score:.2f},介于安全与不安全阈值之间,建议人工复核。",
+        }[verdict or "uncertain"]
+    else:
+        text = {
+            "safe": f"Yes, it looks safe for work: the Open-NSFW model scored it {score:.2f} "
+            "(below the safe threshold).",
+            "unsafe": f"No, it may not be safe for work: the Open-NSFW model scored it {score:.2f} "
+            "(above the unsafe threshold).",
+            "uncertain": f"Uncertain: the Open-NSFW score is {score:.2f}, between the safe and unsafe "
+            "thresholds; a human should review it.",
+        }[verdict or "uncertain"]
+    confidence = {"safe": 1 - score, "unsafe": score}.get(verdict or "", 0.5)
+    return RuleAnswer(text, "rule:safety", round(confidence, 4))
+
+
+# ------------------------------------------------------------------ colour
+
+
+def _named_object(question: str, obs: Observations) -> SceneObject | None:
+    q = question.lower()
+    for obj in obs.objects:
+        if re.search(rf"\b{re.escape(obj.label)}s?\b", q) or obj.label_zh in question:
+            return obj
+    return None
+
+
+def colour_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    if not (_has(r"\bcolou?rs?\b", question) or _has(r"颜色|什么色|哪种色", question)):
+        return None
+    if not obs.background or not obs.foreground:
+        return None
+    target = _named_object(question, obs)
+    if target and target.colour:
+        c = target.colour
+        if lang == "zh":
+            return RuleAnswer(f"{target.label_zh}的主要颜色是{c.name_zh}(按检测框内像素统计)。", "rule:colour", c.share)
+        return RuleAnswer(
+            f"The {target.label} is mostly {c.name} (measured from the pixels in its box).", "rule:colour", c.share
+        )
+    bg, fg = obs.background, obs.foreground
+    if _has(r"background|背景", question):
+        text = f"背景主要是{bg.name_zh}。" if lang == "zh" else f"The background is mostly {bg.name}."
+        return RuleAnswer(text, "rule:colour", round(bg.share, 4))
+    if lang == "zh":
+        text = (f"图像主色调是{bg.name_zh}。" if bg.name == fg.name
+                else f"主体(画面中央)主要是{fg.name_zh},背景主要是{bg.name_zh}。")
+    else:
+        text = (f"The image is mostly {bg.name}." if bg.name == fg.name
+                else f"The main subject (centre) is mostly {fg.name}; the background is mostly {bg.name}.")
+    return RuleAnswer(text, "rule:colour", round(fg.share, 4))
+
+
+# ------------------------------------------------------------------ reference ranges
+
+_NUM = r"(\d+(?:\.\d+)?)"
+# name, value, then a low-high range; a value glued to '-' or '/' is a date or a range, not a result.
+_ROW = re.compile(
+    rf"^(?P<name>.*?[^\d\s.:：][^\d]*?)[\s:：]+{_NUM}(?![\d.]*\s*[-/~–—～])\s*(?:[↑↓HL*]\s*)?.*?"
+    rf"{_NUM}\s*[-~–—～]\s*{_NUM}"
+)
+_RANGE_Q = r"正常|异常|偏高|偏低|超标|过高|过低|参考|范围|\bnormal\b|\babnormal\b|\bhigh\b|\blow\b|in range|reference"
+
+
+@dataclass(frozen=True)
+class RangeRow:
+    name: str
+    value: float
+    low: float
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        return "high" if self.value > self.high else "low" if self.value < self.low else "normal"
+
+
+def parse_range_rows(text: str) -> list[RangeRow]:
+    """Rows like 'WBC 15.2 4.0-10.0 10^9/L' or '白细胞 15.2 ↑ 4.0~10.0'."""
+    rows = []
+    for line in text.splitlines():
+        match = _ROW.search(line.replace("\t", " "))
+        if not match:
+            continue
+        name = match.group("name").strip(" :：\t")
+        value, low, high = (float(match.group(i)) for i in (2, 3, 4))
+        if low <= high and name:
+            rows.append(RangeRow(name, value, low, high))
+    return rows
+
+
+def range_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    if not _has(_RANGE_Q, question) or not obs.text_lines:
+        return None
+    rows = parse_range_rows(obs.text)
+    if not rows:
+        return None
+    named = [r for r in rows if r.name.lower() in question.lower() or question.lower().find(r.name.lower()) >= 0]
+    chosen = named or rows
+    if lang == "zh":
+        words = {"high": "高于参考范围(偏高)", "low": "低于参考范围(偏低)", "normal": "在参考范围内(正常)"}
+        text = ";".join(f"{r.name} {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "。"
+    else:
+        words = {"high": "is above the reference range", "low": "is below the reference range",
+                 "normal": "is within the reference range"}
+        text = "; ".join(f"{r.name}: {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "."
+    scores = [line["score"] for line in obs.text_lines]
+    return RuleAnswer(text, "rule:reference-range", round(min(scores), 4) if scores else None)
+
+
+# ------------------------------------------------------------------ counting and reading
+
+_PEOPLE = {"people", "persons", "person", "men", "women", "man", "woman", "人"}
+
+
+def count_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    match = re.search(r"how many (\w+)", question, re.IGNORECASE)
+    zh = re.search(r"(?:几|多少)(?:个|只|辆|位|名)?(\w)", question)
+    word = (match.group(1).lower() if match else None) or (zh.group(1) if zh else None)
+    if not word:
+        return None
+    label = "person" if word in _PEOPLE else None
+    labels = {o.label for o in obs.objects} | {"person"}
+    for candidate in labels:
+        if word.rstrip("s") == candidate or word == candidate + "es":
+            label = candidate
+    zh_names = {o.label_zh: o.label for o in obs.objects}
+    label = label or zh_names.get(word)
+    if label is None:
+        return None
+    found = [o for o in obs.objects if o.label == label]
+    scores = ", ".join(f"{o.score:.2f}" for o in found)
+    if lang == "zh":
+        name = found[0].label_zh if found else ("人" if label == "person" else label)
+        text = (f"目标检测器检测到 {len(found)} 个{name}(置信度 {scores});过小或被遮挡的可能未被检出。"
+                if found else f"目标检测器未检测到{name};这不代表图中一定没有。")
+    else:
+        text = (f"The object detector found {len(found)} {label}(s) (scores {scores}); "
+                "small or hidden ones may be missed." if found
+                else f"No {label} was detected; that does not prove there is none.")
+    confidence = min(o.score for o in found) if found else None
+    return RuleAnswer(text, "rule:count", confidence)
+
+
+_READ_EN = r"what (does|do) the (text|sign|label|words?)|read the|what is written|transcribe|\bocr\b|extract (the )?text"
+_READ_ZH = r"文字是什么|写了什么|写的什么|写着什么|识别文字|提取文字|图中的文字|图片里的文字|图里的文字|上面写"
+
+
+def read_text_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    if not (_has(_READ_EN, question) or _has(_READ_ZH, question)):
+        return None
+    if not obs.text_lines:
+        text = "未检测到文字(OCR)。" if lang == "zh" else "No text was detected (OCR)."
+        return RuleAnswer(text, "rule:ocr", None)
+    mean = sum(line["score"] for line in obs.text_lines) / len(obs.text_lines)
+    return RuleAnswer(obs.text, "rule:ocr", round(mean, 4))
+
+
+_OBJECTS_EN = r"\b(what objects|which objects|objects?\b.*\b(where|position|located))|\bwhere (is|are)\b|\bpositions?\b"
+_OBJECTS_ZH = r"哪些物体|什么物体|位置关系|在哪|位置"
+
+
+def objects_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    if not (_has(_OBJECTS_EN, question) or _has(_OBJECTS_ZH, question)):
+        return None
+    scores = [o.score for o in obs.objects[:8]]
+    return RuleAnswer(describe_objects(obs, lang), "rule:objects", round(sum(scores) / len(scores), 4) if scores else None)
+
+
+Rule = Callable[[str, Observations, Lang], RuleAnswer | None]
+RULES: tuple[Rule, ...] = (safety_rule, range_rule, read_text_rule, colour_rule, count_rule, objects_rule)
+
+
+def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    """The first rule that answers the question exactly, or None."""
+    if not question:
+        return None
+    for rule in RULES:
+        answer = rule(question, obs, lang)
+        if answer is not None:
+            return answer
+    return None

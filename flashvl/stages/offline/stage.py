@@ -1,0 +1,165 @@
+"""The offline vision stage: real CPU models assembled into honest observations.
+
+Parts (all ONNX Runtime): NanoDet COCO-80 detector, EfficientNet-Lite2 ImageNet
+classifier, Open-NSFW safety score, PP-OCR (only when a cheap gate says the image
+holds text), plus colour statistics. It is *not* a vision-language model: it
+describes what its parts measured, answers what rules answer exactly, and hands
+everything else to the language stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from flashvl.stages.base import VisionRequest, VisionResult
+from flashvl.stages.offline.colours import background_and_foreground, dominant_colours
+from flashvl.stages.offline.describe import caption, describe
+from flashvl.stages.offline.rules import answer_by_rule
+from flashvl.stages.offline.scene import Observations, find_disagreements, place_objects, relate
+from flashvl.tasks.language import detect_language
+
+if TYPE_CHECKING:
+    from flashvl.config import Settings
+    from flashvl.stages.offline.classifier import ImageClassifier
+    from flashvl.stages.offline.detector import ObjectDetector
+    from flashvl.stages.offline.ocr import TextReader
+    from flashvl.stages.offline.safety import SafetyScorer
+
+STAGE_NAME = "offline-pipeline"
+
+
+class OfflineVisionStage:
+    """Eyes made of separate CPU models; see the module docstring."""
+
+    name = STAGE_NAME
+    is_vlm = False
+
+    def __init__(
+        self,
+        *,
+        threads: int = 0,
+        ocr_min_score: float = 0.5,
+        safe_threshold: float = 0.2,
+        unsafe_threshold: float = 0.8,
+        concurrency: int = 1,
+    ) -> None:
+        self.model_id = "nanodet-coco80+efficientnet-lite2+open-nsfw+pp-ocr"
+        self._threads = threads
+        self._ocr_min_score = ocr_min_score
+        self._safe = safe_threshold
+        self._unsafe = unsafe_threshold
+        # ONNX Runtime already uses every core per call; more parallel calls only thrash.
+        self._slots = asyncio.Semaphore(concurrency)
+        self._detector: ObjectDetector | None = None
+        self._classifier: ImageClassifier | None = None
+        self._safety: SafetyScorer | None = None
+        self._reader: TextReader | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OfflineVisionStage:
+        return cls(
+            threads=settings.vision_threads,
+            ocr_min_score=settings.ocr_min_text_score,
+            safe_threshold=settings.safety_safe_threshold,
+            unsafe_threshold=settings.safety_unsafe_threshold,
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return self._reader is not None
+
+    async def load(self) -> None:
+        await asyncio.to_thread(self._load_parts)
+
+    def _load_parts(self) -> None:
+        from flashvl.stages.offline.classifier import ImageClassifier
+        from flashvl.stages.offline.detector import ObjectDetector
+        from flashvl.stages.offline.ocr import TextReader
+        from flashvl.stages.offline.safety import SafetyScorer
+
+        self._detector = ObjectDetector(threads=self._threads)
+        self._classifier = ImageClassifier(threads=self._threads)
+        self._safety = SafetyScorer(threads=self._threads)
+        self._reader = TextReader(threads=self._threads, min_score=self._ocr_min_score)
+
+    async def close(self) -> None:
+        self._detector = self._classifier = self._safety = self._reader = None
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        if not request.images:
+            raise ValueError("the offline pipeline needs an image")
+        async with self._slots:
+            return await asyncio.to_thread(self._see_sync, request)
+
+    # ------------------------------------------------------------ the work
+
+    def _see_sync(self, request: VisionRequest) -> VisionResult:
+        from flashvl.stages.base import Timings
+
+        assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
+        timings = Timings()
+        lang = detect_language(request.question)
+        image = request.images[0]
+        rgb = np.asarray(image.image.convert("RGB"))
+        obs = Observations(width=image.width, height=image.height)
+        with timings.measure("detect"):
+            from flashvl.stages.offline.detector import COCO_LABELS_ZH
+
+            boxes = self._detector.detect(rgb)
+            obs.objects = place_objects(boxes, rgb.shape[1], rgb.shape[0], COCO_LABELS_ZH)
+            obs.relations = relate(obs.objects)
+        with timings.measure("classify"):
+            obs.labels = [
+                {"index": label.index, "name": label.name, "name_zh": label.name_zh, "score": round(label.score, 4)}
+                for label in self._classifier.classify(rgb, top_k=5)
+            ]
+        with timings.measure("safety"):
+            obs.nsfw_score = round(float(self._safety.score(rgb)), 4)
+            obs.safety_verdict = (
+                "safe" if obs.nsfw_score < self._safe else "unsafe" if obs.nsfw_score > self._unsafe else "uncertain"
+            )
+        with timings.measure("colours"):
+            obs.background, obs.foreground = background_and_foreground(rgb)
+            for obj in obs.objects[:8]:
+                crop = _centre_crop(rgb, obj.box.x1, obj.box.y1, obj.box.x2, obj.box.y2)
+                if crop.size:
+                    obj.colour = dominant_colours(crop, k=3)[0]
+        with timings.measure("text_gate"):
+            obs.text_present = request.task in ("ocr",) or self._reader.has_text(rgb)
+        if obs.text_present:
+            with timings.measure("ocr"):
+                obs.text_lines = [
+                    {"text": line.text, "score": round(line.score, 4), "box": [round(v, 1) for v in line.box]}
+                    for line in self._reader.read(rgb)
+                ]
+        obs.disagreements = find_disagreements(obs.objects, obs.labels)
+        obs.parts = list(timings.steps)
+        rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
+        description = describe(obs, lang)
+        return VisionResult(
+            stage=self.name,
+            description=caption(obs, lang) if request.task == "caption" else description,
+            observations=obs.to_dict() | {"description": description},
+            answer=rule.text if rule else None,
+            answer_source=rule.source if rule else None,
+            confidence=rule.confidence if rule else _caption_confidence(obs),
+            boxes=[o.box for o in obs.objects],
+            timings=timings,
+        )
+
+
+def _centre_crop(rgb: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
+    """The middle half of a box: less background bleeding into an object's colour."""
+    w, h = x2 - x1, y2 - y1
+    xa, xb = int(max(0, x1 + w / 4)), int(min(rgb.shape[1], x2 - w / 4))
+    ya, yb = int(max(0, y1 + h / 4)), int(min(rgb.shape[0], y2 - h / 4))
+    return rgb[ya:yb, xa:xb]
+
+
+def _caption_confidence(obs: Observations) -> float | None:
+    """For descriptions: the best score among the parts that named the subject."""
+    scores = [o.score for o in obs.objects[:1]] + [label["score"] for label in obs.labels[:1]]
+    return round(max(scores), 4) if scores else None

@@ -1,0 +1,453 @@
+// flashvl web page: pick an image, ask a question, stream the answer from /v1/chat/completions.
+// Plain ES2020, no build step. Server text is only ever written with textContent.
+"use strict";
+
+const MIME_BY_FORMAT = {
+  JPEG: ["image/jpeg", "image/pjpeg"],
+  PNG: ["image/png"],
+  WEBP: ["image/webp"],
+  GIF: ["image/gif"],
+  BMP: ["image/bmp", "image/x-ms-bmp"],
+  TIFF: ["image/tiff"],
+  HEIF: ["image/heif", "image/heic"],
+  AVIF: ["image/avif"],
+};
+
+const $ = (id) => document.getElementById(id);
+const el = {
+  form: $("ask-form"),
+  dropzone: $("dropzone"),
+  fileInput: $("file-input"),
+  fileHint: $("file-hint"),
+  dropEmpty: $("drop-empty"),
+  preview: $("preview"),
+  previewFallback: $("preview-fallback"),
+  fileMeta: $("file-meta"),
+  fileInfo: $("file-info"),
+  clearFile: $("clear-file"),
+  question: $("question"),
+  ask: $("ask"),
+  stop: $("stop"),
+  status: $("status"),
+  error: $("error"),
+  thinking: $("thinking"),
+  thinkingText: $("thinking-text"),
+  answer: $("answer"),
+  answerPlaceholder: $("answer-placeholder"),
+  stages: $("stages"),
+  stageList: $("stage-list"),
+  stageSummary: $("stage-summary"),
+  stageNotice: $("stage-notice"),
+  stageNote: $("stage-note"),
+};
+
+const state = {
+  limits: null, // from GET /api/limits; null until loaded (the server checks again anyway)
+  file: null,
+  previewUrl: null,
+  controller: null,
+};
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+function formatSeconds(seconds) {
+  return `${Number(seconds).toFixed(seconds < 10 ? 2 : 1)} s`;
+}
+
+// ---------- errors and status ----------
+
+function showError(message, code) {
+  el.error.textContent = message;
+  el.error.dataset.code = code || "";
+  el.error.hidden = false;
+}
+
+function clearError() {
+  el.error.textContent = "";
+  el.error.dataset.code = "";
+  el.error.hidden = true;
+}
+
+function setStatus(text) {
+  el.status.textContent = text;
+}
+
+function setAnswerState(value) {
+  el.answer.dataset.state = value;
+  el.answer.setAttribute("aria-busy", value === "streaming" ? "true" : "false");
+  const busy = value === "streaming";
+  el.ask.disabled = busy;
+  el.stop.disabled = !busy;
+}
+
+// ---------- limits ----------
+
+async function loadLimits() {
+  try {
+    const response = await fetch("api/limits", { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.limits = await response.json();
+    const formats = (state.limits.allowed_formats || []).join(", ");
+    const megapixels = (state.limits.max_image_pixels / 1e6).toFixed(0);
+    el.fileHint.textContent = `${formats} · up to ${formatBytes(state.limits.max_image_bytes)}, ${megapixels} MP`;
+    const mimes = (state.limits.allowed_formats || []).flatMap((f) => MIME_BY_FORMAT[f] || []);
+    if (mimes.length) el.fileInput.accept = mimes.join(",");
+  } catch (err) {
+    el.fileHint.textContent = "Any common image format.";
+  }
+}
+
+/** Quick client-side check; returns an error message or null. The server re-checks everything. */
+function checkFileType(file) {
+  if (file.type && !file.type.startsWith("image/")) {
+    return `“${file.name}” is not an image (${file.type}).`;
+  }
+  if (!state.limits) return null;
+  if (file.size > state.limits.max_image_bytes) {
+    return `This image is ${formatBytes(file.size)}; the limit is ${formatBytes(state.limits.max_image_bytes)}.`;
+  }
+  const allowed = state.limits.allowed_formats || [];
+  const known = Object.entries(MIME_BY_FORMAT).find(([, mimes]) => mimes.includes(file.type));
+  if (known && allowed.length && !allowed.includes(known[0])) {
+    return `${known[0]} images are not accepted here; use ${allowed.join(", ")}.`;
+  }
+  return null;
+}
+
+function checkPixels(width, height) {
+  if (!state.limits || !width || !height) return null;
+  if (width * height > state.limits.max_image_pixels) {
+    const megapixels = (state.limits.max_image_pixels / 1e6).toFixed(0);
+    return `This image is ${width}×${height} pixels; the limit is ${megapixels} megapixels.`;
+  }
+  return null;
+}
+
+// ---------- file selection and preview ----------
+
+function clearFile() {
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.file = null;
+  state.previewUrl = null;
+  el.fileInput.value = "";
+  el.preview.removeAttribute("src");
+  el.preview.hidden = true;
+  el.previewFallback.hidden = true;
+  el.dropEmpty.hidden = false;
+  el.fileMeta.hidden = true;
+  el.dropzone.classList.remove("has-file");
+}
+
+function useFile(file) {
+  clearError();
+  clearFile();
+  if (!file) return;
+  const problem = checkFileType(file);
+  if (problem) {
+    showError(problem, "client_check");
+    return;
+  }
+  state.file = file;
+  state.previewUrl = URL.createObjectURL(file);
+  el.dropEmpty.hidden = true;
+  el.dropzone.classList.add("has-file");
+  el.fileMeta.hidden = false;
+  el.fileInfo.textContent = `${file.name} · ${formatBytes(file.size)}`;
+  el.preview.src = state.previewUrl;
+  el.preview.hidden = false;
+}
+
+el.preview.addEventListener("load", () => {
+  if (!state.file) return;
+  const { naturalWidth: width, naturalHeight: height } = el.preview;
+  el.fileInfo.textContent = `${state.file.name} · ${width}×${height} · ${formatBytes(state.file.size)}`;
+  const problem = checkPixels(width, height);
+  if (problem) {
+    clearFile();
+    showError(problem, "client_check");
+  }
+});
+
+// A file the browser cannot decode may still be something the server handles (or rejects with a
+// clear message), so it stays selected.
+el.preview.addEventListener("error", () => {
+  if (!state.file || !el.preview.getAttribute("src")) return;
+  el.preview.hidden = true;
+  el.previewFallback.hidden = false;
+});
+
+el.fileInput.addEventListener("change", () => useFile(el.fileInput.files[0]));
+el.clearFile.addEventListener("click", () => {
+  clearFile();
+  el.fileInput.focus();
+});
+
+["dragenter", "dragover"].forEach((type) =>
+  el.dropzone.addEventListener(type, (event) => {
+    event.preventDefault();
+    el.dropzone.classList.add("dragging");
+  }),
+);
+["dragleave", "dragend"].forEach((type) =>
+  el.dropzone.addEventListener(type, () => el.dropzone.classList.remove("dragging")),
+);
+el.dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  el.dropzone.classList.remove("dragging");
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (file) useFile(file);
+});
+// Dropping a file elsewhere on the page must not navigate away from it.
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => event.preventDefault());
+
+document.addEventListener("paste", (event) => {
+  const items = event.clipboardData ? Array.from(event.clipboardData.files) : [];
+  const image = items.find((file) => file.type.startsWith("image/"));
+  if (image) {
+    event.preventDefault();
+    useFile(image);
+  }
+});
+
+// ---------- question ----------
+
+el.question.addEventListener("keydown", (event) => {
+  // isComposing: Enter that confirms an IME candidate (Chinese, Japanese…) must not submit.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    el.form.requestSubmit();
+  }
+});
+
+document.querySelectorAll(".chip").forEach((chip) =>
+  chip.addEventListener("click", () => {
+    el.question.value = chip.textContent;
+    el.question.focus();
+  }),
+);
+
+// ---------- rendering the answer ----------
+
+function resetAnswer() {
+  clearError();
+  el.answer.textContent = "";
+  el.thinkingText.textContent = "";
+  el.thinking.hidden = true;
+  el.thinking.open = false;
+  el.stages.hidden = true;
+  el.stageList.replaceChildren();
+  el.stageSummary.replaceChildren();
+  el.stageNotice.hidden = true;
+  el.stageNote.hidden = true;
+  el.answerPlaceholder.hidden = true;
+}
+
+function appendSummary(term, value) {
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  const dd = document.createElement("dd");
+  dd.textContent = value;
+  el.stageSummary.append(dt, dd);
+}
+
+function renderStages(meta, wallSeconds) {
+  const stages = Array.isArray(meta.stages) ? meta.stages : [];
+  el.stageList.replaceChildren();
+  let total = 0;
+  for (const stage of stages) {
+    const item = document.createElement("li");
+    item.className = "stage";
+    const name = document.createElement("span");
+    name.className = "stage-name";
+    name.textContent = stage.name;
+    const backend = document.createElement("code");
+    backend.className = "stage-backend";
+    backend.textContent = stage.backend;
+    const time = document.createElement("span");
+    time.className = "stage-time";
+    time.textContent = typeof stage.seconds === "number" ? formatSeconds(stage.seconds) : "–";
+    item.append(name, backend, time);
+    if (stage.cached) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "cached";
+      item.append(badge);
+    }
+    el.stageList.append(item);
+    if (typeof stage.seconds === "number") total += stage.seconds;
+  }
+  el.stageSummary.replaceChildren();
+  appendSummary("Total", `${formatSeconds(total)} in stages · ${formatSeconds(wallSeconds)} round trip`);
+  appendSummary("Route", meta.route || "–");
+  appendSummary(
+    "Confidence",
+    typeof meta.confidence === "number" ? `${Math.round(meta.confidence * 100)}%` : "not reported",
+  );
+  if (meta.request_id) appendSummary("Request", meta.request_id);
+  el.stageNotice.textContent = meta.notice || "";
+  el.stageNotice.hidden = !meta.notice;
+  if (meta.vision_stage === "offline-pipeline") {
+    el.stageNote.textContent =
+      "The vision stage is an offline pipeline (OCR, detectors, classifiers), not a vision-language " +
+      "model" + (meta.language_stage ? "; the language model writes the answer from its findings." : ".");
+    el.stageNote.hidden = false;
+  }
+  el.stages.hidden = false;
+}
+
+function errorMessage(payload, fallback) {
+  const error = payload && payload.error;
+  if (error && typeof error === "object") return [error.message || fallback, error.code || ""];
+  if (typeof error === "string") return [error, ""];
+  return [fallback, ""];
+}
+
+// ---------- request and SSE stream ----------
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+/** Yields the data payload of each server-sent event in the response body. */
+async function* sseData(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    const events = buffer.split(/\r?\n\r?\n|\r\r/);
+    buffer = events.pop();
+    for (const event of events) {
+      const data = event
+        .split(/\r?\n|\r/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""));
+      if (data.length) yield data.join("\n");
+    }
+  }
+}
+
+async function ask() {
+  const question = el.question.value.trim();
+  if (!state.file) {
+    showError("Choose an image first.", "client_check");
+    el.fileInput.focus();
+    return;
+  }
+  if (!question) {
+    showError("Type a question first.", "client_check");
+    el.question.focus();
+    return;
+  }
+  resetAnswer();
+  setAnswerState("streaming");
+  setStatus("Reading the image…");
+  const controller = new AbortController();
+  state.controller = controller;
+  const started = performance.now();
+  let finished = false;
+  let failed = false;
+  try {
+    const dataUrl = await readAsDataUrl(state.file);
+    setStatus("Looking at the image…");
+    const response = await fetch("v1/chat/completions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      signal: controller.signal,
+      body: JSON.stringify({
+        model: "flashvl",
+        stream: true,
+        messages: [
+          {
+            role: "user",
+            content: [
+              { type: "text", text: question },
+              { type: "image_url", image_url: { url: dataUrl } },
+            ],
+          },
+        ],
+      }),
+    });
+    if (!response.ok) {
+      const payload = await response.json().catch(() => null);
+      const [message, code] = errorMessage(payload, `The server answered ${response.status}.`);
+      showError(message, code);
+      failed = true;
+      return;
+    }
+    for await (const data of sseData(response.body)) {
+      if (data === "[DONE]") {
+        finished = true;
+        break;
+      }
+      let chunk;
+      try {
+        chunk = JSON.parse(data);
+      } catch {
+        continue; // not a JSON chunk (e.g. a keep-alive); nothing to show
+      }
+      if (chunk.error) {
+        const [message, code] = errorMessage(chunk, "The server reported an error.");
+        showError(message, code);
+        failed = true;
+        continue;
+      }
+      const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
+      if (delta.reasoning_content) {
+        el.thinkingText.textContent += delta.reasoning_content;
+        el.thinking.hidden = false;
+      }
+      if (delta.content) {
+        el.answer.textContent += delta.content;
+        setStatus("Writing…");
+      }
+      if (chunk.flashvl) renderStages(chunk.flashvl, (performance.now() - started) / 1000);
+    }
+    if (!finished && !failed) {
+      showError("The connection closed before the answer was complete.", "stream_incomplete");
+      failed = true;
+    }
+  } catch (err) {
+    if (err.name === "AbortError") {
+      setStatus("Stopped.");
+      finished = true;
+    } else {
+      showError(`Could not reach the server: ${err.message}`, "network");
+      failed = true;
+    }
+  } finally {
+    state.controller = null;
+    setAnswerState(failed ? "error" : "done");
+    if (!failed && el.status.textContent !== "Stopped.") {
+      setStatus(`Done in ${formatSeconds((performance.now() - started) / 1000)}.`);
+    } else if (failed) {
+      setStatus("");
+    }
+    if (!el.answer.textContent && !failed) {
+      el.answerPlaceholder.textContent = "No answer text was returned.";
+      el.answerPlaceholder.hidden = false;
+    }
+  }
+}
+
+el.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!state.controller) ask();
+});
+
+el.stop.addEventListener("click", () => {
+  if (state.controller) state.controller.abort();
+});
+
+loadLimits();

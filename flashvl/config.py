@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     ocr_min_text_score: float = Field(
         0.5, ge=0, le=1, description="OCR lines below this confidence are dropped.", **_group("stages")
     )
+    vision_max_pixels: int = Field(
+        4_194_304,
+        ge=65_536,
+        description="Images are downscaled to at most this many pixels before analysis (boxes map back).",
+        **_group("stages"),
+    )
     vision_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per vision model (0: all cores).", **_group("stages")
     )

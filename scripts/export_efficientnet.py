@@ -92,8 +92,10 @@ def verify(model: torch.nn.Module, output: Path) -> bool:
         got = session.run(None, {"image": batch})[0]
         max_diff = float(np.abs(expected - got).max())
         same_top = int(expected.argmax()) == int(got.argmax())
-        print(f"{name:18s} torch top-1 {int(expected.argmax()):4d}  onnx top-1 {int(got.argmax()):4d}  "
-              f"max |diff| {max_diff:.2e}")
+        print(
+            f"{name:18s} torch top-1 {int(expected.argmax()):4d}  onnx top-1 {int(got.argmax()):4d}  "
+            f"max |diff| {max_diff:.2e}"
+        )
         agree = agree and same_top and max_diff < 1e-3
     return agree
 

@@ -12,7 +12,10 @@ from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics
-from flashvl.pipeline.service import Answer, Pipeline
+from flashvl.observability import get_logger
+from flashvl.pipeline.service import Answer, Pipeline, Query
+
+log = get_logger("flashvl.payload")
 
 
 @dataclass
@@ -58,8 +61,27 @@ def resolve_max_tokens(state: AppState, requested: int | None) -> int:
     return requested or state.settings.max_tokens
 
 
-def record_answer(request: Request, state: AppState, answer: Answer) -> None:
-    """Metrics per stage and route; what the access log line reports."""
+async def answer_query(request: Request, state: AppState, query: Query) -> Answer:
+    """Run the pipeline under the request deadline and record what happened."""
+    try:
+        async with asyncio.timeout(state.settings.request_timeout_s):
+            answer = await state.pipeline.answer(query)
+    except TimeoutError:
+        raise FlashvlError(
+            "request_timeout", f"The answer took longer than {state.settings.request_timeout_s:g}s; "
+            "try a shorter max_tokens or a smaller image.", 504, retry_after=5,
+        ) from None
+    record_answer(request, state, answer, query)
+    return answer
+
+
+def record_answer(request: Request, state: AppState, answer: Answer, query: Query | None = None) -> None:
+    """Metrics per stage and route; what the access log line reports.
+
+    Prompt and answer text are logged only with ``--log-payloads`` (a debug flag).
+    """
+    if state.settings.log_payloads and query is not None:
+        log.debug("payload", prompt=query.question, answer=answer.text)
     for stage in answer.stages:
         state.metrics.stage_latency.labels(stage.name, stage.backend).observe(stage.seconds)
     state.metrics.routes.labels(answer.route).inc()

@@ -24,6 +24,7 @@ SNIFFABLE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 MAX_IMAGE_SIDE = 65_535
 # Transparent pixels are composited onto white: what a viewer shows for a transparent PNG.
 _BACKGROUND = (255, 255, 255)
+_EXIF_ORIENTATION = 0x0112
 _CORRUPT_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 
 
@@ -126,6 +127,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _apply_exif_orientation(image: Image.Image) -> Image.Image:
     """Rotate as the EXIF Orientation tag says; a broken EXIF block must not reject a good image."""
     try:
+        if image.getexif().get(_EXIF_ORIENTATION, 1) == 1:
+            return image  # exif_transpose would copy the pixels for nothing
         return ImageOps.exif_transpose(image)
     except Exception:  # malformed EXIF is common in the wild; keep pixels as stored
         return image

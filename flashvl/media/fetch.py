@@ -145,7 +145,10 @@ def validate_url(url: str, settings: Settings) -> ParsedTarget:
         raise _invalid(url, "it contains a backslash")
     if any(ord(c) < 0x21 or ord(c) == 0x7F or c.isspace() for c in url):
         raise _invalid(url, "it contains whitespace or control characters (percent-encode them)")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. a bracketed host that is no IPv6 address
+        raise _invalid(url, str(exc)) from exc
     netloc = parts.netloc
     if not url[len(scheme) :].startswith("://") or not netloc:
         raise _invalid(url, "it has no host")

@@ -16,7 +16,7 @@ import importlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from flashvl.errors import FlashvlError
@@ -39,14 +39,14 @@ class BrainModelError(FlashvlError):
         super().__init__("brain_model_unavailable", message, 503)
 
 
-def brain_part_paths() -> list[Path]:
+def brain_part_paths(module_names: Sequence[str] = tuple(BRAIN_PART_MODULES)) -> list[Path]:
     """Paths of the installed chunk files, in assembly order.
 
     Raises ``BrainModelError`` naming the missing packages and the install command.
     """
     paths: list[Path] = []
     missing: list[str] = []
-    for module_name in BRAIN_PART_MODULES:
+    for module_name in module_names:
         try:
             module = importlib.import_module(module_name)
             path = Path(module.get_part_path())
@@ -123,10 +123,10 @@ def assemble(
     if _marker_matches(dest, sha256, size):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_file() and dest.stat().st_size == size:
-        if _hash_file(dest, progress, size) == sha256:
-            _write_marker(dest, sha256)
-            return dest
+    # A file of the right size but no (or a stale) marker: re-hash it before rebuilding.
+    if dest.is_file() and dest.stat().st_size == size and _hash_file(dest, progress, size) == sha256:
+        _write_marker(dest, sha256)
+        return dest
     _marker_path(dest).unlink(missing_ok=True)
 
     digest = hashlib.sha256()

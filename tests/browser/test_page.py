@@ -29,6 +29,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ANSWER_TIMEOUT_MS = 120_000  # the CPU language model is slow
+UI_TIMEOUT_MS = 30_000  # page reactions; generous because CI shares 2 cores with the models
 # Records CSP violations from inside the page; init scripts are injected by the driver, not blocked by CSP.
 CSP_PROBE = """
 window.__cspViolations = [];
@@ -69,6 +70,8 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def probe(browser: Browser, live_server: str) -> Iterator[PageProbe]:
     context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     probe = PageProbe(context.new_page())
     response = probe.page.goto(f"{live_server}/")
     assert response is not None and response.ok

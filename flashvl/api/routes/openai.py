@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from flashvl.api.deps import AppState, Ready, State, meta, record_answer, resolve_max_tokens
+from flashvl.api.deps import AppState, Ready, State, answer_query, meta, record_answer, resolve_max_tokens
 from flashvl.api.openai_schemas import ChatCompletion, ChatCompletionRequest, ImagePart, ModelList, TextPart
 from flashvl.errors import FlashvlError
 from flashvl.observability import get_logger
@@ -97,8 +98,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _stream(request, state, query, completion_id, created, model, include_usage)
         return EventSourceResponse(events, ping=15, sep="\n")
-    answer = await state.pipeline.answer(query)
-    record_answer(request, state, answer)
+    answer = await answer_query(request, state, query)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -129,16 +129,22 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""})
     events = state.pipeline.stream(query)
     try:
-        async for event in events:
-            if isinstance(event, TextDelta):
-                key = "reasoning_content" if event.kind == "thinking" else "content"
-                yield chunk({key: event.text})
-            elif isinstance(event, Answer):
-                record_answer(request, state, event)
-                yield chunk({}, event.finish_reason, flashvl=meta(request, event))
-                if include_usage:
-                    yield json.dumps({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                                      "model": model, "choices": [], "usage": _usage(event)})
+        async with asyncio.timeout(state.settings.request_timeout_s):
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    key = "reasoning_content" if event.kind == "thinking" else "content"
+                    yield chunk({key: event.text})
+                elif isinstance(event, Answer):
+                    record_answer(request, state, event, query)
+                    yield chunk({}, event.finish_reason, flashvl=meta(request, event))
+                    if include_usage:
+                        yield json.dumps({"id": completion_id, "object": "chat.completion.chunk",
+                                          "created": created, "model": model, "choices": [],
+                                          "usage": _usage(event)})
+    except TimeoutError:
+        state.metrics.errors.labels("request_timeout").inc()
+        yield json.dumps({"error": {"code": "request_timeout", "message": "The answer took too long.",
+                                    "type": "server_error"}})
     except FlashvlError as exc:
         state.metrics.errors.labels(exc.code).inc()
         yield json.dumps({"error": exc.to_dict()})

@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter, File, Request, UploadFile
 
-from flashvl.api.deps import Ready, meta, record_answer, resolve_max_tokens
+from flashvl.api.deps import Ready, answer_query, meta, resolve_max_tokens
 from flashvl.api.schemas import (
     CaptionResponse,
     InferRequest,
@@ -38,8 +38,7 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
         image = await state.intake.from_base64(body.image_base64 or "")
     query = Query(images=[image], question=body.prompt, max_tokens=max_tokens,
                   temperature=state.settings.temperature if body.temperature is None else body.temperature)
-    answer = await state.pipeline.answer(query)
-    record_answer(request, state, answer)
+    answer = await answer_query(request, state, query)
     return meta(request, answer) | {
         "text": answer.text,
         "thinking": answer.thinking,
@@ -53,8 +52,7 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
 async def caption(request: Request, state: Ready, file: UploadFile = File(...)) -> dict[str, object]:
     """Caption an uploaded image (multipart field ``file``)."""
     image = await state.intake.from_upload(file)
-    answer = await state.pipeline.answer(Query(images=[image], task="caption"))
-    record_answer(request, state, answer)
+    answer = await answer_query(request, state, Query(images=[image], task="caption"))
     return meta(request, answer) | {"caption": answer.text, "image": _image_info(image), "boxes": _boxes(answer)}
 
 
@@ -66,7 +64,6 @@ async def predict(body: PredictRequest, request: Request, state: Ready) -> dict[
     image = await state.intake.from_reference(reference)
     query = Query(images=[image], question=question, max_tokens=state.settings.max_tokens,
                   temperature=state.settings.temperature)
-    answer = await state.pipeline.answer(query)
-    record_answer(request, state, answer)
+    answer = await answer_query(request, state, query)
     return {"data": [answer.text], "duration": round(time.perf_counter() - start, 4),
             "flashvl": meta(request, answer)}

@@ -6,6 +6,7 @@ takes its download branch, and nothing is written to the working directory.
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,7 @@ def lines_to_text(lines: list[TextLine]) -> str:
     out = []
     for row in group_rows(lines):
         parts = [row[0].text]
-        for left, right in zip(row, row[1:], strict=False):
+        for left, right in itertools.pairwise(row):
             gap = right.box[0] - left.box[2]
             parts.append("\t" if gap > 2.0 * max(left.height, right.height) else " ")
             parts.append(right.text)
@@ -159,7 +160,11 @@ def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> 
     they locate each character boundary, and the line's own pixels say how wide the gap there is.
     """
     glyphs = [(item[0], np.asarray(item[2], dtype=np.float32)) for item in chars or ()]
-    if not glyphs or not any(_is_cjk(c) for c in text) or "".join(g for g, _ in glyphs) != text.replace(" ", ""):
+    if (
+        not glyphs
+        or not any(_is_cjk(c) for c in text)
+        or "".join(g for g, _ in glyphs) != text.replace(" ", "")
+    ):
         return text
     crop, warp = _rectify(rgb, quad)
     ink = _ink_mask(crop)
@@ -179,7 +184,10 @@ def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> 
             prev = text[position - 1]
             if (_is_cjk(prev) or _is_cjk(char)) and not (_is_punct(prev) or _is_punct(char)):
                 start, stop = sorted((centres[glyph_index - 1], centres[glyph_index]))
-                if _longest_run(blank[max(0, int(start)) : max(0, int(stop))]) > _SPACE_GAP_RATIO * ink_height:
+                if (
+                    _longest_run(blank[max(0, int(start)) : max(0, int(stop))])
+                    > _SPACE_GAP_RATIO * ink_height
+                ):
                     out.append(" ")
         out.append(char)
         glyph_index += 1
@@ -228,9 +236,12 @@ def _is_punct(char: str) -> bool:
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 from grey, RGBA or float input."""
+    """uint8 HxWx3 from grey, RGBA (composited on white) or float input."""
     if image.dtype != np.uint8:
         image = np.clip(image * 255.0 if image.max() <= 1.0 else image, 0, 255).astype(np.uint8)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:].astype(np.float32) / 255.0
+        image = (image[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
     return np.ascontiguousarray(image[:, :, :3])

@@ -13,8 +13,9 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
-from flashvl.stages.base import VisionRequest, VisionResult
+from flashvl.stages.base import Box, VisionRequest, VisionResult
 from flashvl.stages.offline.colours import background_and_foreground, dominant_colours
 from flashvl.stages.offline.describe import caption, describe
 from flashvl.stages.offline.rules import answer_by_rule
@@ -45,12 +46,14 @@ class OfflineVisionStage:
         safe_threshold: float = 0.2,
         unsafe_threshold: float = 0.8,
         concurrency: int = 1,
+        max_pixels: int = 4_194_304,
     ) -> None:
         self.model_id = "nanodet-coco80+efficientnet-lite2+open-nsfw+pp-ocr"
         self._threads = threads
         self._ocr_min_score = ocr_min_score
         self._safe = safe_threshold
         self._unsafe = unsafe_threshold
+        self._max_pixels = max_pixels
         # ONNX Runtime already uses every core per call; more parallel calls only thrash.
         self._slots = asyncio.Semaphore(concurrency)
         self._detector: ObjectDetector | None = None
@@ -65,6 +68,7 @@ class OfflineVisionStage:
             ocr_min_score=settings.ocr_min_text_score,
             safe_threshold=settings.safety_safe_threshold,
             unsafe_threshold=settings.safety_unsafe_threshold,
+            max_pixels=settings.vision_max_pixels,
         )
 
     @property
@@ -103,13 +107,14 @@ class OfflineVisionStage:
         timings = Timings()
         lang = detect_language(request.question)
         image = request.images[0]
-        rgb = np.asarray(image.image.convert("RGB"))
+        with timings.measure("resize"):
+            rgb, scale = _bounded_rgb(image.image, request.max_pixels or self._max_pixels)
         obs = Observations(width=image.width, height=image.height)
         with timings.measure("detect"):
             from flashvl.stages.offline.detector import COCO_LABELS_ZH
 
-            boxes = self._detector.detect(rgb)
-            obs.objects = place_objects(boxes, rgb.shape[1], rgb.shape[0], COCO_LABELS_ZH)
+            boxes = [_scaled(box, 1 / scale) for box in self._detector.detect(rgb)]
+            obs.objects = place_objects(boxes, image.width, image.height, COCO_LABELS_ZH)
             obs.relations = relate(obs.objects)
         with timings.measure("classify"):
             obs.labels = [
@@ -124,7 +129,8 @@ class OfflineVisionStage:
         with timings.measure("colours"):
             obs.background, obs.foreground = background_and_foreground(rgb)
             for obj in obs.objects[:8]:
-                crop = _centre_crop(rgb, obj.box.x1, obj.box.y1, obj.box.x2, obj.box.y2)
+                b = _scaled(obj.box, scale)
+                crop = _centre_crop(rgb, b.x1, b.y1, b.x2, b.y2)
                 if crop.size:
                     obj.colour = dominant_colours(crop, k=3)[0]
         with timings.measure("text_gate"):
@@ -132,7 +138,8 @@ class OfflineVisionStage:
         if obs.text_present:
             with timings.measure("ocr"):
                 obs.text_lines = [
-                    {"text": line.text, "score": round(line.score, 4), "box": [round(v, 1) for v in line.box]}
+                    {"text": line.text, "score": round(line.score, 4),
+                     "box": [round(v / scale, 1) for v in line.box]}
                     for line in self._reader.read(rgb)
                 ]
         obs.disagreements = find_disagreements(obs.objects, obs.labels)
@@ -149,6 +156,20 @@ class OfflineVisionStage:
             boxes=[o.box for o in obs.objects],
             timings=timings,
         )
+
+
+def _bounded_rgb(image: Image.Image, max_pixels: int) -> tuple[np.ndarray, float]:
+    """RGB array of at most ``max_pixels``, and the scale applied (1.0: untouched)."""
+    pixels = image.width * image.height
+    if pixels <= max_pixels:
+        return np.asarray(image.convert("RGB")), 1.0
+    scale = (max_pixels / pixels) ** 0.5
+    size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+    return np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR)), size[0] / image.width
+
+
+def _scaled(box: Box, factor: float) -> Box:
+    return Box(box.label, box.score, box.x1 * factor, box.y1 * factor, box.x2 * factor, box.y2 * factor)
 
 
 def _centre_crop(rgb: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:

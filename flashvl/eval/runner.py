@@ -1,0 +1,266 @@
+"""``flashvl eval``: run the evaluation set in-process and print a strict score.
+
+Each item is one image and one question. An answer passes only when at least one
+``expect`` regex matches it and no ``reject`` regex does (both case-insensitive):
+a right fact next to a hallucinated one fails. The pipeline is loaded once; the
+language stage answers greedily (temperature 0) so two runs give the same score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flashvl.config import Settings
+
+Kind = Literal["photo", "document", "reasoning"]
+KINDS: tuple[Kind, ...] = ("photo", "document", "reasoning")
+DEFAULT_ITEMS = Path(__file__).parent / "data" / "items.jsonl"
+ANSWER_COLUMN_CHARS = 70
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    image: str
+    question: str
+    expect: list[str]
+    reject: list[str] = field(default_factory=list)
+    kind: Kind = "photo"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    matched: list[str]  # the expect patterns that matched
+    rejected: list[str]  # the reject patterns that matched (any one fails the item)
+
+
+@dataclass
+class ItemResult:
+    id: str
+    kind: str
+    question: str
+    answer: str
+    route: str | None
+    passed: bool
+    seconds: float
+    matched: list[str]
+    rejected: list[str]
+    error: str | None = None
+
+
+# ------------------------------------------------------------------ items and scoring
+
+
+def load_items(path: Path = DEFAULT_ITEMS) -> list[EvalItem]:
+    """Read the JSONL set; blank lines and lines starting with '#' are skipped."""
+    items: list[EvalItem] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = EvalItem(**json.loads(line))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a valid item: {exc}") from exc
+        if item.kind not in KINDS:
+            raise ValueError(f"{path}:{number}: kind must be one of {KINDS}, not {item.kind!r}")
+        if not item.expect:
+            raise ValueError(f"{path}:{number}: an item needs at least one expect pattern")
+        for pattern in (*item.expect, *item.reject):
+            re.compile(pattern)  # a broken pattern fails loudly here, not as a silent miss
+        items.append(item)
+    ids = [item.id for item in items]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path}: duplicate item ids")
+    return items
+
+
+def select_items(
+    items: Sequence[EvalItem], *, ids: Iterable[str] | None = None, limit: int | None = None
+) -> list[EvalItem]:
+    """The items named in ``ids`` (in the set's order; unknown ids are an error), then the first ``limit``."""
+    chosen = list(items)
+    if ids is not None:
+        wanted = set(ids)
+        unknown = wanted - {item.id for item in items}
+        if unknown:
+            raise ValueError(f"unknown eval item ids: {sorted(unknown)}")
+        chosen = [item for item in chosen if item.id in wanted]
+    return chosen[:limit] if limit is not None else chosen
+
+
+def score_answer(answer: str, expect: Sequence[str], reject: Sequence[str] = ()) -> Verdict:
+    """Strict: some ``expect`` pattern matches and no ``reject`` pattern does (case-insensitive)."""
+    matched = [p for p in expect if re.search(p, answer, re.IGNORECASE | re.MULTILINE)]
+    rejected = [p for p in reject if re.search(p, answer, re.IGNORECASE | re.MULTILINE)]
+    return Verdict(passed=bool(matched) and not rejected, matched=matched, rejected=rejected)
+
+
+# ------------------------------------------------------------------ running
+
+
+def _encode_png(reference: str) -> bytes:
+    from flashvl.eval.render import image_for
+
+    buffer = io.BytesIO()
+    image_for(reference).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _load_image(reference: str, settings: Settings, cache: dict[str, Any]) -> Any:
+    """The item's image through the same decoder the service uses (``decode_image``)."""
+    if reference not in cache:
+        from flashvl.media import decode_image
+
+        data = await asyncio.to_thread(_encode_png, reference)
+        cache[reference] = await asyncio.to_thread(decode_image, data, settings, "path")
+    return cache[reference]
+
+
+async def _run_item(pipeline: Any, item: EvalItem, settings: Settings, cache: dict[str, Any]) -> ItemResult:
+    from flashvl.errors import FlashvlError
+    from flashvl.pipeline.service import Query
+
+    image = await _load_image(item.image, settings, cache)
+    query = Query(images=[image], question=item.question, max_tokens=settings.max_tokens, temperature=0.0)
+    start = time.perf_counter()
+    try:
+        answer = await pipeline.answer(query)
+    except FlashvlError as exc:  # a refused item counts as failed, with the reason shown
+        return ItemResult(
+            item.id,
+            item.kind,
+            item.question,
+            answer="",
+            route=None,
+            passed=False,
+            seconds=time.perf_counter() - start,
+            matched=[],
+            rejected=[],
+            error=f"{exc.code}: {exc.message}",
+        )
+    seconds = time.perf_counter() - start
+    verdict = score_answer(answer.text, item.expect, item.reject)
+    return ItemResult(
+        item.id,
+        item.kind,
+        item.question,
+        answer=answer.text,
+        route=answer.route,
+        passed=verdict.passed,
+        seconds=seconds,
+        matched=verdict.matched,
+        rejected=verdict.rejected,
+    )
+
+
+def _check_data_dependencies(items: Sequence[EvalItem]) -> None:
+    """Fail before loading models when the photos or the CJK font cannot be had."""
+    if any(item.image.startswith("skimage:") for item in items):
+        try:
+            import skimage  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                "the evaluation photos come from scikit-image, which is not installed: "
+                "pip install 'flashvl[dev]' (it gives scikit-image)"
+            ) from exc
+    if any(item.image.startswith("render:") for item in items):
+        from flashvl.eval.render import cjk_font_path
+
+        cjk_font_path()
+
+
+async def evaluate(pipeline: Any, items: Sequence[EvalItem], settings: Settings) -> list[ItemResult]:
+    """Answer every item with an already loaded pipeline, in order."""
+    cache: dict[str, Any] = {}
+    return [await _run_item(pipeline, item, settings, cache) for item in items]
+
+
+# ------------------------------------------------------------------ reporting
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def percent(passed: int, total: int) -> str:
+    return f"{passed}/{total} ({100.0 * passed / total if total else 0.0:.1f}%)"
+
+
+def format_report(results: Sequence[ItemResult]) -> str:
+    """The per-item table, per-kind scores and the total strict score."""
+    id_width = max([len("id"), *(len(r.id) for r in results)])
+    header = f"{'id':<{id_width}}  {'kind':<9}  {'route':<11}  {'result':<6}  {'secs':>6}  answer"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        answer = f"[error {r.error}]" if r.error else _one_line(r.answer, ANSWER_COLUMN_CHARS)
+        lines.append(
+            f"{r.id:<{id_width}}  {r.kind:<9}  {r.route or '-':<11}  {'PASS' if r.passed else 'FAIL':<6}  "
+            f"{r.seconds:>6.2f}  {answer}"
+        )
+    lines.append("")
+    by_kind: dict[str, list[ItemResult]] = defaultdict(list)
+    for r in results:
+        by_kind[r.kind].append(r)
+    for kind in [k for k in KINDS if k in by_kind] + sorted(set(by_kind) - set(KINDS)):
+        group = by_kind[kind]
+        lines.append(f"{kind:<10} {percent(sum(r.passed for r in group), len(group))}")
+    total_seconds = sum(r.seconds for r in results)
+    lines.append(
+        f"strict score: {percent(sum(r.passed for r in results), len(results))}"
+        f"  [{total_seconds:.1f} s answering]"
+    )
+    return "\n".join(lines)
+
+
+def write_results(results: Sequence[ItemResult], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for r in results:
+            handle.write(json.dumps(asdict(r) | {"seconds": round(r.seconds, 4)}, ensure_ascii=False) + "\n")
+
+
+async def run_eval(
+    settings: Settings,
+    out: Path | None = None,
+    *,
+    ids: Iterable[str] | None = None,
+    limit: int | None = None,
+    items_path: Path = DEFAULT_ITEMS,
+) -> int:
+    """Load the pipeline once, answer the (selected) items, print the report; 0 when it ran.
+
+    The score is reported, not judged: a low score still exits 0. Returns 2 when the
+    evaluation data cannot be made (scikit-image or a CJK font missing).
+    """
+    from flashvl.cli import load_pipeline
+
+    items = select_items(load_items(items_path), ids=ids, limit=limit)
+    try:
+        _check_data_dependencies(items)
+    except (RuntimeError, FileNotFoundError) as exc:
+        print(f"flashvl eval: {exc}", file=sys.stderr)
+        return 2
+    pipeline = await load_pipeline(settings)
+    try:
+        results = await evaluate(pipeline, items, settings)
+    finally:
+        for stage in (pipeline.vision, pipeline.language):
+            if stage is not None:
+                await stage.close()
+    print(format_report(results))
+    if out is not None:
+        write_results(results, out)
+        print(f"results written to {out}")
+    return 0

@@ -1,0 +1,323 @@
+"""The offline brain: a GGUF model run in-process by llama.cpp's own server (xllamacpp).
+
+xllamacpp runs llama.cpp's C++ server inside this process: ``n_parallel`` slots with
+continuous batching, prompt caching and JSON-schema constrained decoding. Its
+``handle_chat_completions(body, callback)`` blocks the calling thread and calls
+``callback(chunk_dict)`` for every OpenAI-style stream chunk; returning ``True``
+from the callback ends the stream, and llama.cpp then cancels the task and frees
+the slot. Each request therefore runs on a worker thread, its chunks are bridged
+to the event loop with ``call_soon_threadsafe``, and closing the ``stream``
+iterator sets a flag that the next callback returns.
+
+Limit: the flag is seen only when the next chunk arrives, so a request that is
+still waiting for a slot or processing its prompt stops after its first token.
+
+llama.cpp's server also always listens on a loopback HTTP port (random unless
+``http_port`` is set). It is locked with a random API key unless one is given;
+``http_address``/``http_api_key`` expose both for benchmarks against the same engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flashvl.errors import FlashvlError, StageUnavailable
+from flashvl.stages.base import ChatRequest, Generation, TextDelta, Timings
+
+_END = object()
+
+
+@dataclass
+class _Piece:
+    """What one stream chunk carried, extracted on the worker thread."""
+
+    content: str = ""
+    reasoning: str = ""
+    logprobs: list[float] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    timings: dict[str, Any] | None = None
+
+
+def _extract_piece(chunk: dict[str, Any]) -> _Piece:
+    piece = _Piece(usage=chunk.get("usage"), timings=chunk.get("timings"))
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        piece.content += delta.get("content") or ""
+        piece.reasoning += delta.get("reasoning_content") or ""
+        piece.finish_reason = choice.get("finish_reason") or piece.finish_reason
+        for entry in (choice.get("logprobs") or {}).get("content") or []:
+            logprob = entry.get("logprob")
+            if isinstance(logprob, int | float) and math.isfinite(logprob):
+                piece.logprobs.append(float(logprob))
+    return piece
+
+
+def _error_from_llama(stage: str, error: dict[str, Any], *, has_schema: bool) -> FlashvlError:
+    """Map a llama.cpp error object (``{"code", "message", "type"}``) to a flashvl error."""
+    message = str(error.get("message") or "unknown llama.cpp error")
+    kind = error.get("type")
+    status = int(error.get("code") or 500)
+    if kind == "exceed_context_size_error":
+        return FlashvlError(
+            "context_length_exceeded",
+            f"{message} (a slot holds {error.get('n_ctx', '?')} tokens; shorten the prompt)",
+            400,
+        )
+    if status < 500:
+        code = "invalid_json_schema" if has_schema and "schema" in message.lower() else "invalid_request"
+        return FlashvlError(code, f"{stage}: {message}", 400)
+    return StageUnavailable(stage, message)
+
+
+class LlamaCppLanguageStage:
+    """A ``LanguageStage`` backed by llama.cpp's in-process server (continuous batching)."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        slots: int = 2,
+        ctx: int = 8192,
+        threads: int = 0,
+        name: str = "llamacpp",
+        model_id: str | None = None,
+        http_port: int = 0,
+        http_api_key: str | None = None,
+        prompt_cache_mib: int = 256,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.slots = slots
+        self.ctx = ctx
+        self.threads = threads
+        self.name = name
+        self.model_id = model_id or self.model_path.stem
+        self.http_port = http_port
+        self.http_api_key = http_api_key or secrets.token_urlsafe(24)
+        self.prompt_cache_mib = prompt_cache_mib
+        self._server: Any = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight: dict[Future[None], threading.Event] = {}
+        self._in_flight_lock = threading.Lock()  # worker threads remove their own entries
+        self.load_seconds: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def loaded(self) -> bool:
+        return self._server is not None
+
+    @property
+    def http_address(self) -> str | None:
+        """llama.cpp's own loopback HTTP server (OpenAI API), or None before ``load``."""
+        return self._server.listening_address if self._server is not None else None
+
+    def _build_params(self) -> Any:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.model_path)
+        params.n_ctx = self.ctx
+        params.n_parallel = self.slots
+        params.cont_batching = True
+        params.cache_ram_mib = self.prompt_cache_mib
+        params.endpoint_metrics = True
+        params.hostnames = ["127.0.0.1"]
+        params.port = self.http_port
+        params.api_keys = [self.http_api_key]
+        if self.threads > 0:
+            params.cpuparams.n_threads = self.threads
+            params.cpuparams_batch.n_threads = self.threads
+        return params
+
+    async def load(self) -> None:
+        """Load the model and start llama.cpp's server loop (seconds; runs off the event loop)."""
+        if self._server is not None:
+            return
+        if not self.model_path.is_file():
+            raise StageUnavailable(self.name, f"model file not found: {self.model_path}")
+
+        def start() -> Any:
+            import xllamacpp
+
+            return xllamacpp.Server(self._build_params())
+
+        started = time.perf_counter()
+        try:
+            server = await asyncio.to_thread(start)
+        except (RuntimeError, ValueError) as exc:
+            raise StageUnavailable(
+                self.name, f"llama.cpp failed to load {self.model_path.name}: {exc}"
+            ) from exc
+        self.load_seconds = time.perf_counter() - started
+        self._executor = ThreadPoolExecutor(max_workers=max(8, 4 * self.slots), thread_name_prefix=self.name)
+        self._server = server
+
+    async def close(self) -> None:
+        """Cancel running generations, wait for their threads, then stop llama.cpp."""
+        server, executor = self._server, self._executor
+        self._server = None
+        self._executor = None
+        with self._in_flight_lock:
+            in_flight = list(self._in_flight.items())
+        for _, cancel in in_flight:
+            cancel.set()
+        pending = [asyncio.wrap_future(future) for future, _ in in_flight]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if executor is not None:
+            executor.shutdown(wait=False)
+        if server is not None:
+            holder = [server]
+            del server
+            # The destructor joins llama.cpp's loop thread: keep it off the event loop.
+            await asyncio.to_thread(holder.clear)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(future, None)
+
+    def server_metrics(self) -> dict[str, float]:
+        """llama.cpp's Prometheus counters (``llamacpp:n_decode_total``, ...), parsed."""
+        if self._server is None:
+            raise StageUnavailable(self.name, "not loaded")
+        metrics: dict[str, float] = {}
+        for line in self._server.handle_metrics().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition(" ")
+                try:
+                    metrics[key] = float(value)
+                except ValueError:
+                    continue
+        return metrics
+
+    # ------------------------------------------------------------ requests
+
+    def _request_body(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            # One alternative per token keeps chunks small; the chosen token's logprob comes with it.
+            "logprobs": True,
+            "top_logprobs": 1,
+            "cache_prompt": True,
+            "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
+        }
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.seed is not None:
+            body["seed"] = request.seed
+        if request.json_schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.json_schema}}
+        return body
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        async with aclosing(self.stream(request)) as pieces:
+            async for item in pieces:
+                if isinstance(item, Generation):
+                    return item
+        raise StageUnavailable(self.name, "generation ended without a result")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+        """Yield text deltas, then the final ``Generation``. Closing early stops llama.cpp."""
+        server, executor = self._server, self._executor
+        if server is None or executor is None:
+            raise StageUnavailable(self.name, "the language model is not loaded")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        body = self._request_body(request)
+        has_schema = request.json_schema is not None
+
+        def deliver(item: Any) -> bool:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is gone: nobody is listening
+                return False
+            return True
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if cancel.is_set():
+                return True
+            item = chunk["error"] if isinstance(chunk.get("error"), dict) else _extract_piece(chunk)
+            return not deliver(item)
+
+        def run() -> None:
+            if cancel.is_set():
+                return
+            try:
+                server.handle_chat_completions(body, on_chunk)
+            except ValueError as exc:  # llama.cpp rejected the request (e.g. an unusable schema)
+                code = "invalid_json_schema" if has_schema else "invalid_request"
+                deliver(FlashvlError(code, f"{self.name}: {exc}", 400))
+            except Exception as exc:  # handed to the consumer, not swallowed
+                deliver(StageUnavailable(self.name, f"llama.cpp failed: {exc}"))
+            deliver(_END)
+
+        started = time.perf_counter()
+        future = executor.submit(run)
+        with self._in_flight_lock:
+            self._in_flight[future] = cancel
+        future.add_done_callback(self._forget)
+
+        text: list[str] = []
+        thinking: list[str] = []
+        logprobs: list[float] = []
+        finish_reason = "stop"
+        usage: dict[str, Any] = {}
+        llama_timings: dict[str, Any] = {}
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, FlashvlError):
+                    raise item
+                if isinstance(item, dict):
+                    raise _error_from_llama(self.name, item, has_schema=has_schema)
+                logprobs.extend(item.logprobs)
+                usage = item.usage or usage
+                llama_timings = item.timings or llama_timings
+                finish_reason = item.finish_reason or finish_reason
+                if item.reasoning:
+                    thinking.append(item.reasoning)
+                    yield TextDelta(item.reasoning, kind="thinking")
+                if item.content:
+                    text.append(item.content)
+                    yield TextDelta(item.content)
+        finally:
+            cancel.set()
+        yield Generation(
+            stage=self.name,
+            text="".join(text),
+            thinking="".join(thinking) or None,
+            finish_reason=finish_reason,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
+            timings=_timings(llama_timings, time.perf_counter() - started),
+        )
+
+
+def _timings(llama_timings: dict[str, Any], wall_seconds: float) -> Timings:
+    """Seconds per step from llama.cpp's ``timings``; ``queue`` is the rest of the wall time
+    (waiting for a slot, thread hand-offs)."""
+    prompt_ms, predicted_ms = llama_timings.get("prompt_ms"), llama_timings.get("predicted_ms")
+    if prompt_ms is None or predicted_ms is None:
+        return Timings({"generate": wall_seconds})
+    prompt, generate = float(prompt_ms) / 1000, float(predicted_ms) / 1000
+    return Timings(
+        {"queue": max(0.0, wall_seconds - prompt - generate), "prompt": prompt, "generate": generate}
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -101,8 +101,12 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     _install_error_handlers(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit(settings))
     app.add_middleware(RequestContext, metrics=metrics)
-    if WEB_ROOT.is_dir():
-        app.mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web")
+    app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_ROOT / "index.html", headers={"cache-control": "no-cache"})
+
     return app
 
 

@@ -95,6 +95,7 @@ class LlamaCppLanguageStage:
         http_port: int = 0,
         http_api_key: str | None = None,
         prompt_cache_mib: int = 256,
+        verbose: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         self.slots = slots
@@ -105,6 +106,7 @@ class LlamaCppLanguageStage:
         self.http_port = http_port
         self.http_api_key = http_api_key or secrets.token_urlsafe(24)
         self.prompt_cache_mib = prompt_cache_mib
+        self.verbose = verbose
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: dict[Future[None], threading.Event] = {}
@@ -132,6 +134,7 @@ class LlamaCppLanguageStage:
         params.cont_batching = True
         params.cache_ram_mib = self.prompt_cache_mib
         params.endpoint_metrics = True
+        params.verbosity = 3 if self.verbose else 2  # 2: warnings and errors, no per-request lines
         params.hostnames = ["127.0.0.1"]
         params.port = self.http_port
         params.api_keys = [self.http_api_key]

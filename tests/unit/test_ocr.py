@@ -172,6 +172,10 @@ def test_has_text_is_false_on_photos_without_text(reader: TextReader, name: str,
     assert not reader.has_text(make()), name
 
 
+def test_read_returns_nothing_for_a_plain_image(reader: TextReader) -> None:
+    assert reader.read(np.full((300, 400, 3), 200, np.uint8)) == []
+
+
 def test_grey_and_rgba_inputs_are_read(reader: TextReader) -> None:
     rgb = render_text(["Grey scale input works"], font_size=28)
     rgba = rgb.convert("RGBA")

@@ -29,7 +29,7 @@ REC_MODEL = MODEL_DIR / "PP-OCRv6_rec_small.onnx"
 _GATE_PIXEL_THRESH = 0.3
 _GATE_MIN_MEAN_PROB = 0.7
 _GATE_MIN_ASPECT = 2.0
-_GATE_MAX_THICKNESS = 0.2  # of the map's shorter side
+_GATE_MAX_THICKNESS = 0.3  # of the map's shorter side
 _GATE_MIN_STD = 2.0  # grey-level std below which an image is treated as plain
 
 # Space restoration: a blank run wider than this fraction of the ink height is a space.
@@ -98,8 +98,9 @@ class TextReader:
         """Full OCR: lines in reading order, low-score lines dropped, zh/Latin spaces restored."""
         rgb = _as_rgb(rgb)
         result = self._engine(np.ascontiguousarray(rgb[:, :, ::-1]))
-        boxes, texts, scores = getattr(result, "boxes", None), getattr(result, "txts", None), result.scores
-        if boxes is None or texts is None or len(texts) == 0:
+        boxes, texts = getattr(result, "boxes", None), getattr(result, "txts", None)
+        scores = getattr(result, "scores", None)
+        if boxes is None or texts is None or scores is None or len(texts) == 0:
             return []
         words = result.word_results if len(result.word_results) == len(texts) else [()] * len(texts)
         height, width = rgb.shape[:2]

@@ -9,37 +9,15 @@ const MIME_BY_FORMAT = {
   GIF: ["image/gif"],
   BMP: ["image/bmp", "image/x-ms-bmp"],
   TIFF: ["image/tiff"],
-  HEIF: ["image/heif", "image/heic"],
   AVIF: ["image/avif"],
 };
 
-const $ = (id) => document.getElementById(id);
-const el = {
-  form: $("ask-form"),
-  dropzone: $("dropzone"),
-  fileInput: $("file-input"),
-  fileHint: $("file-hint"),
-  dropEmpty: $("drop-empty"),
-  preview: $("preview"),
-  previewFallback: $("preview-fallback"),
-  fileMeta: $("file-meta"),
-  fileInfo: $("file-info"),
-  clearFile: $("clear-file"),
-  question: $("question"),
-  ask: $("ask"),
-  stop: $("stop"),
-  status: $("status"),
-  error: $("error"),
-  thinking: $("thinking"),
-  thinkingText: $("thinking-text"),
-  answer: $("answer"),
-  answerPlaceholder: $("answer-placeholder"),
-  stages: $("stages"),
-  stageList: $("stage-list"),
-  stageSummary: $("stage-summary"),
-  stageNotice: $("stage-notice"),
-  stageNote: $("stage-note"),
-};
+// Every element with an id, keyed by its camel-cased id: #file-input -> el.fileInput.
+const el = {};
+for (const node of document.querySelectorAll("[id]")) {
+  el[node.id.replace(/-(\w)/g, (_, letter) => letter.toUpperCase())] = node;
+}
+el.form = el.askForm;
 
 const state = {
   limits: null, // from GET /api/limits; null until loaded (the server checks again anyway)
@@ -247,12 +225,16 @@ function resetAnswer() {
   el.answerPlaceholder.hidden = true;
 }
 
+/** Creates an element whose text is set with textContent (server text is never parsed as HTML). */
+function make(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.textContent = text;
+  return node;
+}
+
 function appendSummary(term, value) {
-  const dt = document.createElement("dt");
-  dt.textContent = term;
-  const dd = document.createElement("dd");
-  dd.textContent = value;
-  el.stageSummary.append(dt, dd);
+  el.stageSummary.append(make("dt", "", term), make("dd", "", value));
 }
 
 function renderStages(meta, wallSeconds) {
@@ -260,26 +242,16 @@ function renderStages(meta, wallSeconds) {
   el.stageList.replaceChildren();
   let total = 0;
   for (const stage of stages) {
-    const item = document.createElement("li");
-    item.className = "stage";
-    const name = document.createElement("span");
-    name.className = "stage-name";
-    name.textContent = stage.name;
-    const backend = document.createElement("code");
-    backend.className = "stage-backend";
-    backend.textContent = stage.backend;
-    const time = document.createElement("span");
-    time.className = "stage-time";
-    time.textContent = typeof stage.seconds === "number" ? formatSeconds(stage.seconds) : "–";
-    item.append(name, backend, time);
-    if (stage.cached) {
-      const badge = document.createElement("span");
-      badge.className = "badge";
-      badge.textContent = "cached";
-      item.append(badge);
-    }
+    const timed = typeof stage.seconds === "number";
+    const item = make("li", "stage", "");
+    item.append(
+      make("span", "stage-name", stage.name),
+      make("code", "stage-backend", stage.backend),
+      make("span", "stage-time", timed ? formatSeconds(stage.seconds) : "–"),
+    );
+    if (stage.cached) item.append(make("span", "badge", "cached"));
     el.stageList.append(item);
-    if (typeof stage.seconds === "number") total += stage.seconds;
+    if (timed) total += stage.seconds;
   }
   el.stageSummary.replaceChildren();
   appendSummary("Total", `${formatSeconds(total)} in stages · ${formatSeconds(wallSeconds)} round trip`);

@@ -48,6 +48,9 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    max_pixels: int | None = Field(
+        None, ge=65_536, description="flashvl extension: analyse images downscaled to at most this many pixels."
+    )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="{'enable_thinking': bool}, as vLLM/SGLang accept for GLM's thinking switch."
     )

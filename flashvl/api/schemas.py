@@ -53,6 +53,9 @@ class InferRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Answer length cap (tokens).")
     temperature: float | None = Field(None, ge=0, le=2)
     include_observations: bool = Field(False, description="Also return what the vision stage observed.")
+    max_pixels: int | None = Field(
+        None, ge=65_536, description="Analyse the image downscaled to at most this many pixels."
+    )
 
     @model_validator(mode="after")
     def _one_image(self) -> InferRequest:

@@ -27,6 +27,7 @@ from flashvl.stages.base import (
     ChatRequest,
     Generation,
     LanguageStage,
+    StreamingVisionStage,
     Task,
     TextDelta,
     VisionRequest,
@@ -48,6 +49,7 @@ class Query:
     max_tokens: int = 256
     temperature: float = 0.2
     enable_thinking: bool = False
+    max_pixels: int | None = None  # per-request cap on pixels the vision stage analyses
     messages: list[ChatMessage] | None = None  # earlier turns (OpenAI API), oldest first
 
 
@@ -123,6 +125,10 @@ class Pipeline:
             async for event in self._text_only(query):
                 yield event
             return
+        if self.vision.is_vlm and query.question and isinstance(self.vision, StreamingVisionStage):
+            async for event in self._vlm_direct(query):
+                yield event
+            return
         seen, vision_record = await self._see(query)
         base = {
             "vision_stage": self.vision.name,
@@ -156,18 +162,42 @@ class Pipeline:
             yield event
 
     async def _see(self, query: Query) -> tuple[VisionResult, StageRecord]:
-        request = VisionRequest(images=query.images, question=query.question, task=query.task,
-                                enable_thinking=query.enable_thinking, max_tokens=query.max_tokens,
-                                temperature=query.temperature)
         start = time.perf_counter()
         try:
-            seen = await self.vision.see(request)
+            seen = await self.vision.see(self._vision_request(query))
         except FlashvlError:
             raise
         except Exception as exc:  # a stage failure is a 503 with a reason, never a bare 500
             raise StageUnavailable(self.vision.name, f"vision stage failed: {type(exc).__name__}") from exc
         record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
         return seen, record
+
+    async def _vlm_direct(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
+        """A real VLM answers the question itself, streaming."""
+        assert isinstance(self.vision, StreamingVisionStage)
+        start = time.perf_counter()
+        seen: VisionResult | None = None
+        stream = self.vision.stream(self._vision_request(query))
+        try:
+            async for event in stream:
+                if isinstance(event, VisionResult):
+                    seen = event
+                else:
+                    yield event
+        finally:
+            await stream.aclose()
+        assert seen is not None, "vision stage ended without a final VisionResult"
+        record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
+        text = seen.answer if seen.answer is not None else seen.description
+        yield Answer(text, "direct", self.vision.name, None, confidence=seen.confidence,
+                     confidence_source="vision:token-probability" if seen.confidence is not None else None,
+                     stages=[record], thinking=seen.thinking, boxes=seen.boxes, observations=seen.observations,
+                     description=seen.description)
+
+    def _vision_request(self, query: Query) -> VisionRequest:
+        return VisionRequest(images=query.images, question=query.question, task=query.task,
+                             enable_thinking=query.enable_thinking, max_tokens=query.max_tokens,
+                             temperature=query.temperature, max_pixels=query.max_pixels)
 
     async def _text_only(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
         if self.language is None:

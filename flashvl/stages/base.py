@@ -115,6 +115,18 @@ class VisionStage(Protocol):
     async def see(self, request: VisionRequest) -> VisionResult: ...
 
 
+@runtime_checkable
+class StreamingVisionStage(VisionStage, Protocol):
+    """A vision stage that can stream its own answer (a real VLM).
+
+    ``stream`` yields ``TextDelta`` pieces (``kind="thinking"`` for thinking
+    text), then the final ``VisionResult`` last. Closing the iterator early
+    cancels generation.
+    """
+
+    def stream(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]: ...
+
+
 # ---------------------------------------------------------------- language
 
 

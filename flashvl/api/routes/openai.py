@@ -83,6 +83,7 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
         max_tokens=resolve_max_tokens(state, body.max_completion_tokens or body.max_tokens),
         temperature=state.settings.temperature if body.temperature is None else body.temperature,
         enable_thinking=bool(kwargs.get("enable_thinking", False)),
+        max_pixels=body.max_pixels,
         messages=None if loaded else history,
     )
 

@@ -36,7 +36,7 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
         image = await state.intake.from_reference(body.image_url)
     else:
         image = await state.intake.from_base64(body.image_base64 or "")
-    query = Query(images=[image], question=body.prompt, max_tokens=max_tokens,
+    query = Query(images=[image], question=body.prompt, max_tokens=max_tokens, max_pixels=body.max_pixels,
                   temperature=state.settings.temperature if body.temperature is None else body.temperature)
     answer = await answer_query(request, state, query)
     return meta(request, answer) | {

@@ -128,8 +128,155 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="Open-NSFW score below which an image is called safe.", **_group("stages")
     )
 
+    # --- moderation, documents, batch jobs
+    moderation_review_threshold: float = Field(
+        0.5, ge=0, le=1, description="Category score from which /moderate reports it and suggests review.",
+        **_group("moderation"),
+    )
+    moderation_block_threshold: float = Field(
+        0.85, ge=0, le=1, description="Category score from which /moderate suggests block.", **_group("moderation")
+    )
+    moderation_language: str = Field(
+        "text",
+        description="When /moderate asks the language stage for a verdict: 'always', 'text' (only when OCR "
+        "found text) or 'never'.",
+        **_group("moderation"),
+    )
+    moderation_language_weight: float = Field(
+        0.6, ge=0, le=1, description="Score a category gets from the language stage's verdict alone.",
+        **_group("moderation"),
+    )
+    document_schema_max_bytes: int = Field(
+        8192, ge=64, description="Largest caller JSON schema accepted for key-field extraction (bytes).",
+        **_group("moderation"),
+    )
+    document_schema_max_depth: int = Field(
+        5, ge=1, le=16, description="Deepest nesting of a caller JSON schema for key-field extraction.",
+        **_group("moderation"),
+    )
+    jobs_store: str = Field(
+        "sqlite", description="Batch job queue: 'sqlite' (a local file) or 'redis' (needs --jobs-redis-url).",
+        **_group("jobs"),
+    )
+    jobs_sqlite_path: Path = Field(
+        Path(os.path.expanduser("~/.cache/flashvl/jobs.sqlite3")), description="SQLite file of the job queue.",
+        **_group("jobs"),
+    )
+    jobs_redis_url: str = Field("", description="Redis URL of the job queue (redis://host:port/db).", **_group("jobs"))
+    jobs_batch_size: int = Field(8, ge=1, le=256, description="Items a worker takes per micro-batch.", **_group("jobs"))
+    jobs_max_attempts: int = Field(
+        3, ge=1, le=20, description="Tries per item before it is parked with its error.", **_group("jobs")
+    )
+    jobs_backoff_s: float = Field(
+        2.0, ge=0, description="First retry delay; doubles per attempt (capped at 5 minutes).", **_group("jobs")
+    )
+    jobs_lease_s: float = Field(
+        300.0, gt=0, description="A taken item returns to the queue if its worker has not finished it by then.",
+        **_group("jobs"),
+    )
+    jobs_worker: bool = Field(
+        True, description="Run a job worker inside the server (resumes unfinished jobs at start).", **_group("jobs")
+    )
+
     # --- observability
     metrics_enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.", **_group("server"))
+
+    # --- security (see SECURITY.md; flashvl/security/)
+    api_keys: CommaList = Field(
+        [],
+        description=(
+            "API keys as 'name:scope+scope:sha256hex' (the sha256 of the key, never the key; "
+            "scopes: infer, batch, admin). Make one with: python -m flashvl.security.auth new-key NAME."
+        ),
+        **_group("security"),
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API key entries, one 'name:scopes:sha256hex' a line ('#' comments).",
+        **_group("security"),
+    )
+    jwt_secret_file: Path | None = Field(
+        None, description="File holding the HS256 secret (>= 32 bytes) for JWT bearer tokens.", **_group("security")
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM RSA public key for RS256 JWT bearer tokens.", **_group("security")
+    )
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS JSON file of RS256 public keys (chosen by the token's kid).", **_group("security")
+    )
+    jwt_audience: str | None = Field(
+        None, description="Required 'aud' of JWTs (required when any JWT key is set).", **_group("security")
+    )
+    jwt_issuer: str | None = Field(
+        None, description="Required 'iss' of JWTs (required when any JWT key is set).", **_group("security")
+    )
+    jwt_leeway_s: float = Field(
+        30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat (seconds).", **_group("security")
+    )
+    jwt_scope_claim: str = Field(
+        "scope", description="JWT claim with the scopes (space-separated string or list).", **_group("security")
+    )
+    metrics_public: bool = Field(
+        True, description="Serve /metrics without auth; off: /metrics needs the admin scope.", **_group("security")
+    )
+    docs_public: bool = Field(
+        False, description="Serve /docs and /openapi.json without auth.", **_group("security")
+    )
+    insecure_no_auth_on_public_interface: bool = Field(
+        False,
+        description="DANGER: allow 'serve' to bind a non-loopback address with no API keys or JWT configured.",
+        **_group("security"),
+    )
+    ip_allowlist: CommaList = Field(
+        [], description="If set, only clients in these CIDRs are served (e.g. 10.0.0.0/8,::1/128).",
+        **_group("security"),
+    )
+    trusted_proxies: CommaList = Field(
+        [],
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed. Empty: the header is ignored.",
+        **_group("security"),
+    )
+    rate_limit_per_key: str = Field(
+        "600/minute",
+        description="Requests per API key / JWT subject ('limits' syntax, e.g. '60/minute;1000/hour'; '' off).",
+        **_group("security"),
+    )
+    rate_limit_per_ip: str = Field(
+        "1200/minute", description="Requests per client IP ('limits' syntax; '' off).", **_group("security")
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live: memory:// (per process) or redis://host:port/db.",
+        **_group("security"),
+    )
+    concurrency_per_key: int = Field(
+        8, ge=0, description="Requests one API key / JWT subject may have in flight (0: no limit).",
+        **_group("security"),
+    )
+    concurrency_per_ip: int = Field(
+        16, ge=0, description="Requests one client IP may have in flight (0: no limit).", **_group("security")
+    )
+    model_max_concurrent: int = Field(
+        4, ge=1, description="Model requests (infer, caption, chat) worked on at once; the rest queue.",
+        **_group("security"),
+    )
+    model_max_queue: int = Field(
+        64, ge=0, description="Model requests waiting for a turn; beyond it: 503 + Retry-After.",
+        **_group("security"),
+    )
+    model_queue_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait in the model queue before 503 + Retry-After.", **_group("security")
+    )
+    cors_allow_origins: CommaList = Field(
+        [], description="Origins allowed by CORS (exact, e.g. https://app.example.com). Empty: CORS off.",
+        **_group("security"),
+    )
+
+    @field_validator("api_keys", "ip_allowlist", "trusted_proxies", "cors_allow_origins", mode="before")
+    @classmethod
+    def _split_security_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("allowed_formats", "fetch_allow_cidrs", "fetch_allow_hosts", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from pathlib import Path
 
 import httpx
@@ -126,12 +127,17 @@ def test_errors_are_clear_and_counted(live_server: str, image_dir: Path) -> None
 
 def test_body_cap_refuses_before_reading(live_server: str) -> None:
     limits = httpx.get(f"{live_server}/api/limits").json()
-    declared = str(limits["max_image_bytes"] * 10)
-    # A declared length over the cap is refused from the headers alone: we send no body at all.
-    response = httpx.post(f"{live_server}/caption", headers={"content-length": declared,
-                                                             "content-type": "multipart/form-data; boundary=x"},
-                          content=b"")
-    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    declared = limits["max_image_bytes"] * 10
+    host, port = live_server.removeprefix("http://").split(":")
+    # Raw socket: declare a huge body, send none of it. The server must answer from the headers alone.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /caption HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            f"Content-Length: {declared}\r\n\r\n".encode()
+        )
+        reply = sock.recv(65536).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert '"request_too_large"' in reply
 
 
 def test_file_url_under_root_only(live_server: str, image_dir: Path) -> None:

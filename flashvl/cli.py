@@ -1,4 +1,4 @@
-"""Command line: ``flashvl serve | ask | caption | eval``.
+"""Command line: ``flashvl serve | ask | caption | eval | batch``.
 
 Every settings field is a flag of each command (see ``flashvl serve --help``)
 and a ``FLASHVL_*`` environment variable.
@@ -39,11 +39,34 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--json", action="store_true", help="Print the whole answer as JSON.")
     ev = command("eval", "Run the evaluation set and print a strict score.")
     ev.add_argument("--out", type=Path, default=None, help="Write per-item results as JSONL here.")
+    batch = command("batch", "Run a durable, resumable batch job over a folder or manifest of images.")
+    batch.add_argument("task", choices=["moderate", "safety", "ocr"], help="What to run on each image.")
+    batch.add_argument("source", type=Path, help="Folder of images, or manifest (JSONL or a path a line).")
+    batch.add_argument("--out", type=Path, required=True, help="Results as JSONL (written at the end).")
+    batch.add_argument("--csv", type=Path, default=None, help="Also write the results as CSV here.")
+    batch.add_argument("--job-id", default=None, help="Job id (default: from source+task; rerun resumes).")
+    batch.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    dev = commands.add_parser("dev", help="Developer tools.", description="Developer tools.")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    tiny = dev_commands.add_parser(
+        "tiny-glm4v", help="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests).",
+        description="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests). "
+        "Serve it with --vision glm4v:DIR --language glm4v:DIR. Needs the 'glm' extra.",
+    )
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--scripted", action="store_true",
+                      help="Answer every prompt with one fixed GLM-format reply (thinking, answer, a box).")
+    tiny.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "dev":
+        from flashvl.stages.glm4v.tiny import build_tiny_glm4v
+
+        print(build_tiny_glm4v(args.dir, seed=args.seed, scripted=args.scripted))
+        return 0
     try:
         settings = settings_from_args(args)
     except Exception as exc:  # settings errors are the user's to fix: say which
@@ -55,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         from flashvl.eval.runner import run_eval
 
         return asyncio.run(run_eval(settings, args.out))
+    if args.command == "batch":
+        from flashvl.jobs.batch import run_batch
+
+        return asyncio.run(run_batch(settings, args.task, args.source, args.out, csv_out=args.csv,
+                                     job_id=args.job_id, show_progress=not args.no_progress))
     return asyncio.run(_in_process(settings, args))
 
 
@@ -63,7 +91,15 @@ def serve(settings: Settings) -> int:
 
     from flashvl.api.app import create_app
     from flashvl.observability import configure_logging, get_logger
+    from flashvl.security.startup import serve_refusal
 
+    refusal = serve_refusal(settings)
+    if refusal:
+        print(f"flashvl: {refusal}", file=sys.stderr)
+        return 2
+    if settings.insecure_no_auth_on_public_interface:
+        print("flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.",
+              file=sys.stderr)
     configure_logging(settings.log_level)
     get_logger("flashvl").info("starting", host=settings.host, port=settings.port, vision=settings.vision,
                                language=settings.language)
@@ -93,7 +129,7 @@ async def load_pipeline(settings: Settings):  # noqa: ANN201 - returns Pipeline;
         if language is not None:
             progress.update(task, description="loading language model", total=None)
             await language.load()
-    return Pipeline(vision, language)
+    return Pipeline.from_settings(settings, vision, language)
 
 
 async def _in_process(settings: Settings, args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -83,9 +83,23 @@ class Settings(BaseSettings):
     )
 
     # --- stages
-    vision: str = Field("offline", description="Vision stage: 'offline' (the offline pipeline).", **_group("stages"))
+    vision: str = Field(
+        "offline",
+        description=(
+            "Vision stage: 'offline' (the offline pipeline, not a VLM); 'glm4v:<folder or hub id>' "
+            "(GLM-4.6V-Flash in-process, extra 'glm'); 'openai:<base_url>#<model>' (any OpenAI-compatible "
+            "server: vLLM, SGLang, llama.cpp, Ollama, another flashvl). The same glm4v spec given for "
+            "--vision and --language shares one model."
+        ),
+        **_group("stages"),
+    )
     language: str = Field(
-        "llamacpp", description="Language stage: 'llamacpp' (offline brain) or 'none'.", **_group("stages")
+        "llamacpp",
+        description=(
+            "Language stage: 'llamacpp' (offline brain), 'none', 'glm4v:<folder or hub id>' or "
+            "'openai:<base_url>#<model>' (e.g. openai:http://127.0.0.1:8000/v1#glm-4.6v-flash)."
+        ),
+        **_group("stages"),
     )
     model_dir: Path = Field(
         Path(os.path.expanduser("~/.cache/flashvl/models")),
@@ -128,13 +142,70 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="Open-NSFW score below which an image is called safe.", **_group("stages")
     )
 
+    # --- engines (GLM in-process, OpenAI-compatible upstreams; flashvl/stages/glm4v, openai_compat.py)
+    batch_max_size: int = Field(
+        8, ge=1, le=64, description="In-process VLM: most requests generated together in one batch.",
+        **_group("engines"),
+    )
+    batch_wait_ms: float = Field(
+        10.0, ge=0, le=1000,
+        description="In-process VLM: how long the first request of a batch waits for others to join.",
+        **_group("engines"),
+    )
+    glm_device: str = Field(
+        "auto", description="GLM device: auto (cuda if available, else cpu), cpu, cuda, cuda:N.", **_group("engines")
+    )
+    glm_dtype: str = Field(
+        "auto",
+        description="GLM dtype: auto (CUDA bf16, fp16 where bf16 is missing; CPU fp32), bfloat16, float16, float32.",
+        **_group("engines"),
+    )
+    glm_max_pixels: int = Field(
+        1_003_520, ge=12_544,
+        description="GLM: images are downscaled to at most this many pixels (1 token per 28x28); "
+        "a request's max_pixels may lower it.",
+        **_group("engines"),
+    )
+    glm_top_p: float = Field(0.6, gt=0, le=1, description="GLM: top-p when sampling (temperature > 0).",
+                             **_group("engines"))
+    glm_allow_download: bool = Field(
+        False, description="GLM: allow fetching a hub id's weights (off: a local folder or the local hub cache).",
+        **_group("engines"),
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="Bearer key for openai: stages (prefer the env var; never logged).", **_group("engines")
+    )
+    upstream_timeout_s: float = Field(
+        60.0, gt=0, description="openai: stages: time allowed between bytes of an upstream answer.",
+        **_group("engines"),
+    )
+    upstream_connect_timeout_s: float = Field(
+        5.0, gt=0, description="openai: stages: time allowed to connect to the upstream.", **_group("engines")
+    )
+    upstream_retries: int = Field(
+        2, ge=0, le=10,
+        description="openai: stages: retries (exponential backoff) before the first byte of an answer.",
+        **_group("engines"),
+    )
+    upstream_image_mode: str = Field(
+        "base64", pattern="^(base64|url)$",
+        description="openai: stages: send images as base64 data URLs, or as their original http(s) URL "
+        "when they came from one.",
+        **_group("engines"),
+    )
+    upstream_thinking_kwarg: bool = Field(
+        True, description="openai: stages: send chat_template_kwargs.enable_thinking (GLM on vLLM/SGLang).",
+        **_group("engines"),
+    )
+
     # --- moderation, documents, batch jobs
     moderation_review_threshold: float = Field(
         0.5, ge=0, le=1, description="Category score from which /moderate reports it and suggests review.",
         **_group("moderation"),
     )
     moderation_block_threshold: float = Field(
-        0.85, ge=0, le=1, description="Category score from which /moderate suggests block.", **_group("moderation")
+        0.85, ge=0, le=1, description="Category score from which /moderate suggests block.",
+        **_group("moderation"),
     )
     moderation_language: str = Field(
         "text",
@@ -159,23 +230,91 @@ class Settings(BaseSettings):
         **_group("jobs"),
     )
     jobs_sqlite_path: Path = Field(
-        Path(os.path.expanduser("~/.cache/flashvl/jobs.sqlite3")), description="SQLite file of the job queue.",
+        Path(os.path.expanduser("~/.cache/flashvl/jobs.sqlite3")),
+        description="SQLite file of the job queue.",
         **_group("jobs"),
     )
-    jobs_redis_url: str = Field("", description="Redis URL of the job queue (redis://host:port/db).", **_group("jobs"))
-    jobs_batch_size: int = Field(8, ge=1, le=256, description="Items a worker takes per micro-batch.", **_group("jobs"))
+    jobs_redis_url: str = Field(
+        "", description="Redis URL of the job queue (redis://host:port/db).", **_group("jobs")
+    )
+    jobs_batch_size: int = Field(
+        8, ge=1, le=256, description="Items a worker takes per micro-batch.", **_group("jobs")
+    )
     jobs_max_attempts: int = Field(
         3, ge=1, le=20, description="Tries per item before it is parked with its error.", **_group("jobs")
     )
     jobs_backoff_s: float = Field(
-        2.0, ge=0, description="First retry delay; doubles per attempt (capped at 5 minutes).", **_group("jobs")
+        2.0, ge=0, description="First retry delay; doubles per attempt (capped at 5 min).", **_group("jobs")
     )
     jobs_lease_s: float = Field(
-        300.0, gt=0, description="A taken item returns to the queue if its worker has not finished it by then.",
+        300.0, gt=0, description="A taken item returns to the queue if not finished within this.",
         **_group("jobs"),
     )
     jobs_worker: bool = Field(
-        True, description="Run a job worker inside the server (resumes unfinished jobs at start).", **_group("jobs")
+        True, description="Run a job worker in the server (resumes open jobs at start).", **_group("jobs")
+    )
+
+    # --- routing, cache, arbitration, degradation (flashvl/pipeline/)
+    route_default: str = Field(
+        "auto", pattern="^(auto|direct|cascade)$",
+        description="Route when a request names none: auto (ask the router), direct (vision stage alone) or cascade.",
+        **_group("pipeline"),
+    )
+    router: str = Field(
+        "classifier", pattern="^(classifier|rules)$",
+        description="Router strategy for 'auto': classifier (e5 embeddings + logistic regression) or rules (keywords).",
+        **_group("pipeline"),
+    )
+    router_keywords_zh: CommaList = Field(
+        [], description="Rules router: Chinese reasoning keywords (empty: the built-in list).", **_group("pipeline")
+    )
+    router_keywords_en: CommaList = Field(
+        [], description="Rules router: English reasoning keywords (empty: the built-in list).", **_group("pipeline")
+    )
+    router_direct_without_vlm: bool = Field(
+        False,
+        description="Let 'auto' answer simple questions with a non-VLM vision stage's description alone "
+        "(fast, but only what the detectors measured). Off: with a non-VLM, auto always cascades.",
+        **_group("pipeline"),
+    )
+    vision_cache: str = Field(
+        "memory-lru", pattern="^(memory-lru|memory-lfu|redis|none)$",
+        description="Cache of vision outputs keyed by image content hash + stage + model + task + parameters.",
+        **_group("pipeline"),
+    )
+    vision_cache_size: int = Field(1024, ge=1, description="Memory cache: entries kept.", **_group("pipeline"))
+    vision_cache_ttl_s: float = Field(3600.0, gt=0, description="Cache entries expire after this.", **_group("pipeline"))
+    vision_cache_redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL for --vision-cache redis.", **_group("pipeline")
+    )
+    vision_timeout_s: float = Field(30.0, gt=0, description="Vision stage timeout per call.", **_group("pipeline"))
+    language_timeout_s: float = Field(
+        100.0, gt=0, description="Language stage timeout per answer (then: degraded answer).", **_group("pipeline")
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open a stage's circuit breaker.", **_group("pipeline")
+    )
+    breaker_reset_s: float = Field(
+        5.0, gt=0, description="Seconds an open breaker waits before letting one probe through.", **_group("pipeline")
+    )
+    arbitration: bool = Field(
+        True, description="Check cascade answers against the vision stage's observations.", **_group("pipeline")
+    )
+    arbitration_reask: bool = Field(
+        True, description="On a disagreement, ask the vision stage a targeted question first.", **_group("pipeline")
+    )
+    arbitration_similarity_threshold: float | None = Field(
+        None, ge=-1, le=1,
+        description="Embedding cosine under which answer and description disagree (unset: the calibrated value).",
+        **_group("pipeline"),
+    )
+    review_max_items: int = Field(1000, ge=1, description="Flagged answers kept for /review.", **_group("pipeline"))
+    disclaimers: bool = Field(
+        True, description="Append a disclaimer to medical, financial and legal answers.", **_group("pipeline")
+    )
+    disclaimer_zh: str = Field("AI辅助建议，仅供参考", description="The Chinese disclaimer.", **_group("pipeline"))
+    disclaimer_en: str = Field(
+        "AI-assisted suggestion, for reference only", description="The English disclaimer.", **_group("pipeline")
     )
 
     # --- observability
@@ -281,6 +420,13 @@ class Settings(BaseSettings):
     @field_validator("allowed_formats", "fetch_allow_cidrs", "fetch_allow_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("router_keywords_zh", "router_keywords_en", mode="before")
+    @classmethod
+    def _split_router_keywords(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

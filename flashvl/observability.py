@@ -41,6 +41,10 @@ class Metrics:
         )
         self.in_flight = Gauge("flashvl_requests_in_flight", "Requests being served.", registry=self.registry)
         self.ready = Gauge("flashvl_ready", "1 when every stage is loaded.", registry=self.registry)
+        self.batch_size = Histogram(
+            "flashvl_batch_size", "Requests generated together per batch, by in-process stage.", ["stage"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=self.registry,
+        )
 
 
 def configure_logging(level: str = "info") -> None:

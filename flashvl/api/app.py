@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,11 +19,17 @@ from flashvl import __version__
 from flashvl.api.deps import AppState
 from flashvl.api.middleware import BodySizeLimit, RequestContext
 from flashvl.api.routes import health, openai, seed
+from flashvl.api.routes import jobs as job_routes
+from flashvl.api.routes import moderate as moderate_routes
+from flashvl.api.routes import ocr as ocr_routes
+from flashvl.api.routes import review as review_routes
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
+from flashvl.pipeline.cache.metrics import PipelineCollector
 from flashvl.pipeline.service import Pipeline
+from flashvl.security.middleware import SecurityGate
 from flashvl.stages.registry import Progress, build_language, build_vision
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "static"
@@ -38,6 +45,7 @@ async def load_stages(state: AppState, progress: Progress | None = None) -> None
         state.stage_status["language"] = "loading"
     try:
         await pipeline.vision.load()
+        _watch_batches(state, pipeline.vision)
         state.stage_status["vision"] = "ready"
         log.info("stage_loaded", stage="vision", backend=pipeline.vision.name)
     except Exception as exc:
@@ -50,12 +58,22 @@ async def load_stages(state: AppState, progress: Progress | None = None) -> None
         language = await build_language(state.settings, progress)
         assert language is not None
         await language.load()
+        if language is not pipeline.vision:  # one engine may serve both roles: count its batches once
+            _watch_batches(state, language)
         pipeline.language = language
         state.stage_status["language"] = "ready"
         log.info("stage_loaded", stage="language", backend=language.name)
     except Exception as exc:
         state.stage_status["language"] = f"failed: {type(exc).__name__}: {exc}"
         log.exception("stage_load_failed", stage="language")
+
+
+def _watch_batches(state: AppState, stage: object) -> None:
+    """Feed ``flashvl_batch_size`` from stages that batch in-process (they have ``add_batch_listener``)."""
+    add_listener = getattr(stage, "add_batch_listener", None)
+    if add_listener is not None:
+        histogram = state.metrics.batch_size.labels(getattr(stage, "name", "stage"))
+        add_listener(histogram.observe)
 
 
 def body_limit(settings: Settings) -> int:
@@ -72,14 +90,17 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
             settings=settings,
             metrics=metrics,
             intake=MediaIntake(settings),
-            pipeline=Pipeline(build_vision(settings), None),
+            pipeline=Pipeline.from_settings(settings, build_vision(settings), None),
         )
         app.state.flashvl = app_state
+        metrics.registry.register(PipelineCollector(lambda: app_state.pipeline))
+        await job_routes.start_jobs(app, app_state)
         if state is None:
             app_state.load_task = asyncio.create_task(load_stages(app_state))
         try:
             yield
         finally:
+            await job_routes.stop_jobs(app)
             if app_state.load_task:
                 app_state.load_task.cancel()
             if state is None:
@@ -98,8 +119,18 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.include_router(seed.router)
     app.include_router(openai.router)
     app.include_router(health.router)
+    app.include_router(review_routes.router)
+    app.include_router(moderate_routes.router)
+    app.include_router(ocr_routes.router)
+    app.include_router(job_routes.router)
     _install_error_handlers(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit(settings))
+    # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).
+    app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
+    if settings.cors_allow_origins:  # CORS is off unless origins are listed explicitly
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"])
     app.add_middleware(RequestContext, metrics=metrics)
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
 

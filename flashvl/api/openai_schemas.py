@@ -51,6 +51,10 @@ class ChatCompletionRequest(BaseModel):
     max_pixels: int | None = Field(
         None, ge=65_536, description="flashvl extension: analyse images downscaled to at most this many pixels."
     )
+    route: Literal["direct", "cascade", "auto"] | None = Field(
+        None, description="flashvl extension: direct (vision stage alone), cascade, or auto (the router)."
+    )
+    include_intermediate: bool = Field(False, description="flashvl extension: return each stage's own output.")
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="{'enable_thinking': bool}, as vLLM/SGLang accept for GLM's thinking switch."
     )

@@ -35,6 +35,18 @@ class AnswerMeta(BaseModel):
     confidence_source: str | None = None
     notice: str | None = Field(None, description="Set when the answer is degraded, e.g. 'image description only'.")
     request_id: str | None = None
+    route_decision: dict[str, Any] | None = Field(
+        None, description="Why this route: {route, strategy (classifier|rules|override|default), reason}."
+    )
+    degraded: bool = Field(False, description="A stage was down or timed out; 'notice' says what is missing.")
+    needs_review: bool = Field(False, description="The vision and language stages disagreed (see reasons).")
+    review_reasons: list[str] = Field(default_factory=list)
+    review_id: str | None = Field(None, description="The item under GET /review/{id} when needs_review.")
+    cache: dict[str, Any] = Field(default_factory=dict, description="{'vision': hit|miss|off, 'backend'}.")
+    disclaimer: str | None = Field(None, description="Appended to medical, financial and legal answers.")
+    intermediate: dict[str, Any] | None = Field(
+        None, description="Each stage's own output (vision description, language prompt/text, arbitration)."
+    )
 
 
 class ImageInfo(BaseModel):
@@ -53,6 +65,10 @@ class InferRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Answer length cap (tokens).")
     temperature: float | None = Field(None, ge=0, le=2)
     include_observations: bool = Field(False, description="Also return what the vision stage observed.")
+    route: Literal["direct", "cascade", "auto"] | None = Field(
+        None, description="Force the vision stage alone (direct), the cascade, or let the router decide (auto)."
+    )
+    include_intermediate: bool = Field(False, description="Also return each stage's own output.")
     max_pixels: int | None = Field(
         None, ge=65_536, description="Analyse the image downscaled to at most this many pixels."
     )
@@ -68,6 +84,9 @@ class BoxOut(BaseModel):
     label: str
     score: float
     box: list[float] = Field(description="x1, y1, x2, y2 in pixels of the original image.")
+    box_1000: list[float] | None = Field(
+        None, description="The VLM's own x1, y1, x2, y2 (GLM: 0-1000 of width and height); null otherwise."
+    )
 
 
 class InferResponse(AnswerMeta):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -136,7 +137,7 @@ class MediaIntake:
             data = await asyncio.to_thread(self._read_file_url, url)
             return await self._decode(data, "file")
         data = await self._fetcher.fetch(url)  # refuses other schemes with unsupported_url_scheme
-        return await self._decode(data, "url")
+        return dataclasses.replace(await self._decode(data, "url"), source_url=url)
 
     async def from_path(self, path: Path) -> LoadedImage:
         """A local path given by a trusted caller (the CLI). The size cap still applies."""

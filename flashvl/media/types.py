@@ -25,6 +25,7 @@ class LoadedImage:
     height: int
     nbytes: int
     source: Source
+    source_url: str | None = None  # the http(s) URL it was fetched from (upstream stages may forward it)
 
     @property
     def pixels(self) -> int:

@@ -6,29 +6,45 @@ The API layer and the CLI both call ``Pipeline``; neither knows about models.
 Routes:
 - ``rule``: the vision stage answered exactly (offline rules: safety, colour,
   counts, OCR text, reference ranges, objects and positions).
-- ``direct``: the vision stage's own answer (a real VLM) or description (caption).
-- ``cascade``: the language stage answers from the vision stage's observations.
-- ``vision-only``: no language stage configured or available; the description
-  is returned with a notice in the question's language.
+- ``direct``: the vision stage's own answer (a real VLM) or description (caption;
+  simple questions when the router says so).
+- ``cascade``: the language stage answers from the vision stage's observations,
+  then arbitration checks the answer against them.
+- ``vision-only``: no language stage, or it is down (breaker open, timeout, error);
+  the description is returned with a notice in the question's language.
+- ``fallback``: the vision stage is down and the request is moderation-style: a
+  labelled keyword check over the text (anything else is a 503 with Retry-After).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
-from flashvl.media.types import LoadedImage
+from flashvl.pipeline import arbitration as arb
+from flashvl.pipeline.arbitration_policy import arbitrate
+from flashvl.pipeline.cache.base import VisionCache, vision_cache_key
+from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, disclaimer_for
+from flashvl.pipeline.resilience import (
+    NOTICE_FALLBACK,
+    CircuitBreaker,
+    VisionDown,
+    is_moderation_request,
+    keyword_fallback,
+)
+from flashvl.pipeline.router.base import Decision, Router
+from flashvl.pipeline.router.override import resolve_route
+from flashvl.pipeline.router.rules import KeywordRouter
+from flashvl.pipeline.types import NOTICE_VISION_ONLY, Answer, Query, RequestedRoute, Route, StageRecord
 from flashvl.stages.base import (
-    Box,
     ChatMessage,
     ChatRequest,
     Generation,
     LanguageStage,
     StreamingVisionStage,
-    Task,
     TextDelta,
     VisionRequest,
     VisionResult,
@@ -37,77 +53,83 @@ from flashvl.stages.base import (
 from flashvl.tasks.language import detect_language
 from flashvl.tasks.prompts import cascade_messages
 
-Route = Literal["rule", "direct", "cascade", "vision-only", "text-only"]
-NOTICE_VISION_ONLY = {"zh": "当前仅提供图像描述", "en": "image description only"}
+if TYPE_CHECKING:
+    from flashvl.config import Settings
 
-
-@dataclass
-class Query:
-    images: list[LoadedImage]
-    question: str | None = None
-    task: Task = "vqa"
-    max_tokens: int = 256
-    temperature: float = 0.2
-    enable_thinking: bool = False
-    max_pixels: int | None = None  # per-request cap on pixels the vision stage analyses
-    messages: list[ChatMessage] | None = None  # earlier turns (OpenAI API), oldest first
-
-
-@dataclass
-class StageRecord:
-    name: str  # "vision" | "language"
-    backend: str
-    seconds: float
-    cached: bool = False
-    steps: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "backend": self.backend,
-            "seconds": round(self.seconds, 4),
-            "cached": self.cached,
-            "steps": {k: round(v, 4) for k, v in self.steps.items()},
-        }
-
-
-@dataclass
-class Answer:
-    text: str
-    route: Route
-    vision_stage: str | None
-    language_stage: str | None
-    confidence: float | None = None
-    confidence_source: str | None = None
-    stages: list[StageRecord] = field(default_factory=list)
-    thinking: str | None = None
-    boxes: list[Box] = field(default_factory=list)
-    observations: dict[str, Any] | None = None
-    description: str | None = None
-    notice: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = "stop"
-
-    def meta(self) -> dict[str, Any]:
-        """What every response says about how it was made."""
-        return {
-            "route": self.route,
-            "vision_stage": self.vision_stage,
-            "language_stage": self.language_stage,
-            "stages": [s.to_dict() for s in self.stages],
-            "confidence": self.confidence,
-            "confidence_source": self.confidence_source,
-            "notice": self.notice,
-        }
+__all__ = ["NOTICE_VISION_ONLY", "Answer", "Pipeline", "Query", "Route", "StageRecord"]
 
 
 class Pipeline:
-    """Composes a vision stage and an optional language stage."""
+    """Composes a vision stage and an optional language stage, with routing, caching,
+    arbitration and degradation around them (all optional; defaults keep the plain cascade)."""
 
-    def __init__(self, vision: VisionStage, language: LanguageStage | None) -> None:
+    def __init__(
+        self,
+        vision: VisionStage,
+        language: LanguageStage | None,
+        *,
+        router: Router | None = None,
+        route_default: RequestedRoute = "auto",
+        direct_without_vlm: bool = False,
+        cache: VisionCache | None = None,
+        arbiter: arb.Arbiter | None = None,
+        reask: bool = True,
+        voter: LanguageStage | None = None,
+        reviews: arb.ReviewStore | None = None,
+        vision_timeout_s: float = 30.0,
+        language_timeout_s: float = 100.0,
+        breaker_failures: int = 3,
+        breaker_reset_s: float = 5.0,
+        disclaimers: dict[str, str] | None = DEFAULT_DISCLAIMER,
+    ) -> None:
         self.vision = vision
         self.language = language
+        self.router: Router = router or KeywordRouter()
+        self.route_default = route_default
+        self.direct_without_vlm = direct_without_vlm
+        self.cache = cache
+        self.arbiter = arbiter
+        self.reask = reask
+        self.voter = voter
+        self.reviews = reviews or arb.ReviewStore()
+        self.vision_timeout_s = vision_timeout_s
+        self.language_timeout_s = language_timeout_s
+        self.breakers = {
+            role: CircuitBreaker(role, breaker_failures, breaker_reset_s) for role in ("vision", "language")
+        }
+        self.disclaimers = disclaimers
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, vision: VisionStage, language: LanguageStage | None
+    ) -> Pipeline:
+        from flashvl.pipeline.cache.base import build_cache
+        from flashvl.pipeline.router.classifier import ClassifierRouter
+
+        router: Router = (
+            ClassifierRouter()
+            if settings.router == "classifier"
+            else KeywordRouter(settings.router_keywords_zh or None, settings.router_keywords_en or None)
+        )
+        arbiter = arb.Arbiter(settings.arbitration_similarity_threshold) if settings.arbitration else None
+        return cls(
+            vision,
+            language,
+            router=router,
+            route_default=settings.route_default,  # type: ignore[arg-type]
+            direct_without_vlm=settings.router_direct_without_vlm,
+            cache=build_cache(settings),
+            arbiter=arbiter,
+            reask=settings.arbitration_reask,
+            reviews=arb.ReviewStore(settings.review_max_items),
+            vision_timeout_s=settings.vision_timeout_s,
+            language_timeout_s=settings.language_timeout_s,
+            breaker_failures=settings.breaker_failures,
+            breaker_reset_s=settings.breaker_reset_s,
+            disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en}
+            if settings.disclaimers
+            else None,
+        )
 
     async def answer(self, query: Query) -> Answer:
         """The whole answer at once (the stream, collected)."""
@@ -120,84 +142,285 @@ class Pipeline:
 
     async def stream(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
         """Yield answer pieces as they are produced, then the final ``Answer``."""
+        final: Answer | None = None
+        async for event in self._route(query):
+            if isinstance(event, Answer):
+                final = event
+            else:
+                yield event
+        assert final is not None
+        line, domains = ("", [])
+        if self.disclaimers and query.task != "caption":
+            line, domains = disclaimer_for(query.question, detect_language(query.question), self.disclaimers)
+        if line:
+            yield TextDelta("\n\n" + line)
+            final.text = f"{final.text}\n\n{line}"
+            final.disclaimer = line
+        if not query.include_intermediate:
+            final.intermediate = None
+        elif domains:
+            final.intermediate = (final.intermediate or {}) | {"disclaimer_domains": domains}
+        yield final
+
+    # ------------------------------------------------------------ routing
+
+    def _decide(self, query: Query) -> Decision:
+        return resolve_route(query.route, self.route_default, self.router, query.question or "")
+
+    async def _route(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
         lang = detect_language(query.question)
         if not query.images:
             async for event in self._text_only(query):
                 yield event
             return
-        if self.vision.is_vlm and query.question and isinstance(self.vision, StreamingVisionStage):
-            async for event in self._vlm_direct(query):
+        decision = self._decide(query) if query.question and query.task != "caption" else None
+        wants_cascade = decision is not None and decision.route == "cascade" and self.language is not None
+        if (
+            self.vision.is_vlm
+            and query.question
+            and isinstance(self.vision, StreamingVisionStage)
+            and not wants_cascade
+        ):
+            async for event in self._vlm_direct(query, decision):
                 yield event
             return
-        seen, vision_record = await self._see(query)
-        base = {
+        try:
+            seen, vision_record, cache_info = await self.see(query)
+        except VisionDown as exc:
+            yield self._vision_down(query, lang, exc)
+            return
+        base: dict[str, Any] = {
             "vision_stage": self.vision.name,
             "boxes": seen.boxes,
             "observations": seen.observations,
             "description": seen.description,
             "thinking": seen.thinking,
+            "cache": cache_info,
+            "route_decision": decision.to_dict() if decision else None,
+            "intermediate": {"vision": _vision_output(seen)},
         }
-        if seen.answer is not None and (self.vision.is_vlm or (seen.answer_source or "").startswith("rule")):
-            route: Route = "rule" if (seen.answer_source or "").startswith("rule") else "direct"
+        source = seen.answer_source or ""
+        if seen.answer is not None and source.startswith("rule"):
             yield TextDelta(seen.answer)
-            yield Answer(seen.answer, route, language_stage=None, confidence=seen.confidence,
-                         confidence_source=seen.answer_source, stages=[vision_record], **base)
+            yield Answer(
+                seen.answer,
+                "rule",
+                language_stage=None,
+                confidence=seen.confidence,
+                confidence_source=source,
+                stages=[vision_record],
+                **base,
+            )
             return
         if query.task == "caption" or not query.question:
             yield TextDelta(seen.description)
-            yield Answer(seen.description, "direct", language_stage=None, confidence=seen.confidence,
-                         confidence_source="vision:top-score", stages=[vision_record], **base)
+            yield Answer(
+                seen.description,
+                "direct",
+                language_stage=None,
+                confidence=seen.confidence,
+                confidence_source="vision:top-score",
+                stages=[vision_record],
+                **base,
+            )
+            return
+        assert decision is not None
+        direct_allowed = self.vision.is_vlm or self.direct_without_vlm or decision.strategy == "override"
+        if decision.route == "direct" and direct_allowed:
+            text = seen.answer if (self.vision.is_vlm and seen.answer is not None) else seen.description
+            yield TextDelta(text)
+            yield Answer(
+                text,
+                "direct",
+                language_stage=None,
+                confidence=seen.confidence,
+                confidence_source="vision:model" if self.vision.is_vlm else "vision:top-score",
+                stages=[vision_record],
+                **base,
+            )
             return
         if self.language is None:
-            notice = NOTICE_VISION_ONLY[lang]
             yield TextDelta(seen.description)
-            yield Answer(seen.description, "vision-only", language_stage=None, stages=[vision_record],
-                         notice=notice, **base)
+            yield Answer(
+                seen.description,
+                "vision-only",
+                language_stage=None,
+                stages=[vision_record],
+                notice=NOTICE_VISION_ONLY[lang],
+                **base,
+            )
             return
-        ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
-        messages = cascade_messages(query.question, seen.description, ocr_text, lang)
-        request = ChatRequest(messages=messages, max_tokens=query.max_tokens, temperature=query.temperature,
-                              enable_thinking=query.enable_thinking)
-        async for event in self._generate(request, [vision_record], "cascade", base):
+        async for event in self._cascade(query, seen, vision_record, base, lang):
             yield event
 
-    async def _see(self, query: Query) -> tuple[VisionResult, StageRecord]:
+    # ------------------------------------------------------------ vision
+
+    async def see(self, query: Query) -> tuple[VisionResult, StageRecord, dict[str, Any]]:
+        """The vision stage's result: from the cache when it holds one, else the stage (guarded)."""
+        request = self._vision_request(query)
         start = time.perf_counter()
+        key = vision_cache_key(self.vision, request) if self.cache is not None else None
+        if self.cache is not None and key:
+            hit = await self.cache.get(key)
+            if hit is not None:
+                record = StageRecord(
+                    "vision",
+                    self.vision.name,
+                    time.perf_counter() - start,
+                    cached=True,
+                    steps={"cache": time.perf_counter() - start},
+                )
+                return hit, record, {"vision": "hit", "backend": self.cache.name}
+        breaker = self.breakers["vision"]
+        if not breaker.allow():
+            raise VisionDown(f"circuit open after {breaker.failures} failures")
         try:
-            seen = await self.vision.see(self._vision_request(query))
-        except FlashvlError:
+            async with asyncio.timeout(self.vision_timeout_s):
+                seen = await self.vision.see(request)
+        except asyncio.CancelledError:
+            breaker.release()
             raise
-        except Exception as exc:  # a stage failure is a 503 with a reason, never a bare 500
-            raise StageUnavailable(self.vision.name, f"vision stage failed: {type(exc).__name__}") from exc
-        record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
-        return seen, record
+        except FlashvlError as exc:
+            if exc.status < 500:  # the request's fault, not the stage's
+                breaker.release()
+                raise
+            breaker.failure()
+            raise VisionDown(exc.message) from exc
+        except Exception as exc:
+            breaker.failure()
+            raise VisionDown(f"{type(exc).__name__}: {exc}"[:200]) from exc
+        breaker.success()
+        record = StageRecord(
+            "vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps)
+        )
+        if self.cache is not None and key:
+            await self.cache.set(key, seen)
+        return (
+            seen,
+            record,
+            {
+                "vision": "miss" if self.cache is not None else "off",
+                "backend": self.cache.name if self.cache is not None else None,
+            },
+        )
 
-    async def _vlm_direct(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
-        """A real VLM answers the question itself, streaming."""
+    def _vision_down(self, query: Query, lang: str, exc: VisionDown) -> Answer:
+        breaker = self.breakers["vision"]
+        if not is_moderation_request(query.task, query.question):
+            raise StageUnavailable(
+                self.vision.name,
+                f"vision stage unavailable ({exc}); retry later",
+                retry_after=breaker.retry_after() or 5.0,
+            ) from exc
+        texts = [query.question or ""] + [m.content for m in query.messages or []]
+        fallback = keyword_fallback(texts, lang)  # type: ignore[arg-type]
+        return Answer(
+            fallback.text,
+            "fallback",
+            vision_stage=None,
+            language_stage=None,
+            confidence_source="rule:keyword-fallback",
+            notice=NOTICE_FALLBACK[lang],
+            degraded=True,  # type: ignore[index]
+            route_decision={"route": "fallback", "strategy": "degradation", "reason": str(exc)},
+            needs_review=fallback.flagged,
+            review_reasons=[f"keyword: {w}" for w in fallback.matched],
+            intermediate={"fallback": {"matched": fallback.matched}},
+        )
+
+    async def _vlm_direct(self, query: Query, decision: Decision | None) -> AsyncIterator[TextDelta | Answer]:
+        """A real VLM answers the question itself, streaming (or from the cache)."""
         assert isinstance(self.vision, StreamingVisionStage)
+        request = self._vision_request(query)
         start = time.perf_counter()
-        seen: VisionResult | None = None
-        stream = self.vision.stream(self._vision_request(query))
-        try:
-            async for event in stream:
-                if isinstance(event, VisionResult):
-                    seen = event
-                else:
-                    yield event
-        finally:
-            await stream.aclose()
-        assert seen is not None, "vision stage ended without a final VisionResult"
-        record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
+        key = vision_cache_key(self.vision, request) if self.cache is not None else None
+        seen = await self.cache.get(key) if self.cache is not None and key else None
+        cached = seen is not None
+        if seen is None:
+            stream = self.vision.stream(request)
+            try:
+                async for event in stream:
+                    if isinstance(event, VisionResult):
+                        seen = event
+                    else:
+                        yield event
+            finally:
+                await stream.aclose()
+            assert seen is not None, "vision stage ended without a final VisionResult"
+            if self.cache is not None and key:
+                await self.cache.set(key, seen)
         text = seen.answer if seen.answer is not None else seen.description
-        yield Answer(text, "direct", self.vision.name, None, confidence=seen.confidence,
-                     confidence_source="vision:token-probability" if seen.confidence is not None else None,
-                     stages=[record], thinking=seen.thinking, boxes=seen.boxes, observations=seen.observations,
-                     description=seen.description)
+        if cached:
+            yield TextDelta(text)
+        record = StageRecord(
+            "vision",
+            self.vision.name,
+            time.perf_counter() - start,
+            cached=cached,
+            steps=dict(seen.timings.steps) if not cached else {"cache": time.perf_counter() - start},
+        )
+        cache_info = {
+            "vision": ("hit" if cached else "miss") if self.cache is not None else "off",
+            "backend": self.cache.name if self.cache is not None else None,
+        }
+        yield Answer(
+            text,
+            "direct",
+            self.vision.name,
+            None,
+            confidence=seen.confidence,
+            confidence_source="vision:token-probability" if seen.confidence is not None else None,
+            stages=[record],
+            thinking=seen.thinking,
+            boxes=seen.boxes,
+            observations=seen.observations,
+            description=seen.description,
+            cache=cache_info,
+            route_decision=decision.to_dict() if decision else None,
+            intermediate={"vision": _vision_output(seen)},
+        )
 
-    def _vision_request(self, query: Query) -> VisionRequest:
-        return VisionRequest(images=query.images, question=query.question, task=query.task,
-                             enable_thinking=query.enable_thinking, max_tokens=query.max_tokens,
-                             temperature=query.temperature, max_pixels=query.max_pixels)
+    def _vision_request(self, query: Query, question: str | None = None) -> VisionRequest:
+        return VisionRequest(
+            images=query.images,
+            question=question or query.question,
+            task=query.task,
+            enable_thinking=query.enable_thinking,
+            max_tokens=query.max_tokens,
+            temperature=query.temperature,
+            max_pixels=query.max_pixels,
+        )
+
+    # ------------------------------------------------------------ language
+
+    async def _cascade(
+        self, query: Query, seen: VisionResult, vision_record: StageRecord, base: dict[str, Any], lang: str
+    ) -> AsyncIterator[TextDelta | Answer]:
+        assert self.language is not None and query.question
+        ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
+        messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
+        request = ChatRequest(
+            messages=messages,
+            max_tokens=query.max_tokens,
+            temperature=query.temperature,
+            enable_thinking=query.enable_thinking,
+        )
+        base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
+        final: Answer | None = None
+        async for event in self._generate(request, [vision_record], "cascade", base):
+            if isinstance(event, Answer):
+                final = event
+            else:
+                yield event
+        assert final is not None
+        if final.degraded:
+            final.text = seen.description
+            final.route = "vision-only"
+            final.notice = NOTICE_VISION_ONLY[lang]  # type: ignore[index]
+            yield TextDelta(("\n\n" if final.completion_tokens else "") + seen.description)
+        elif self.arbiter is not None:
+            await arbitrate(self, query, seen, final, lang)
+        yield final
 
     async def _text_only(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
         if self.language is None:
@@ -205,34 +428,103 @@ class Pipeline:
         messages = list(query.messages or [])
         if query.question and not messages:
             messages = [ChatMessage("user", query.question)]
-        request = ChatRequest(messages=messages, max_tokens=query.max_tokens, temperature=query.temperature,
-                              enable_thinking=query.enable_thinking)
+        request = ChatRequest(
+            messages=messages,
+            max_tokens=query.max_tokens,
+            temperature=query.temperature,
+            enable_thinking=query.enable_thinking,
+        )
         async for event in self._generate(request, [], "text-only", {"vision_stage": None}):
+            if isinstance(event, Answer) and event.degraded:
+                raise StageUnavailable(
+                    self.language.name,
+                    "language stage unavailable; retry later",
+                    retry_after=self.breakers["language"].retry_after() or 5.0,
+                )
             yield event
 
     async def _generate(
         self, request: ChatRequest, records: list[StageRecord], route: Route, base: dict[str, Any]
     ) -> AsyncIterator[TextDelta | Answer]:
+        """The language stage's answer, under a timeout and the breaker. On failure the final
+        ``Answer`` has ``degraded=True`` (the caller decides what to say instead)."""
         assert self.language is not None
+        breaker = self.breakers["language"]
         start = time.perf_counter()
         final: Generation | None = None
-        stream = self.language.stream(request)
-        try:
-            async for event in stream:
-                if isinstance(event, Generation):
-                    final = event
-                else:
-                    yield event
-        finally:
-            await stream.aclose()  # cancels the generation if our consumer went away
-        assert final is not None, "language stage ended without a final Generation"
-        record = StageRecord("language", self.language.name, time.perf_counter() - start,
-                             steps=dict(final.timings.steps))
+        emitted = 0
+        failure: str | None = None
+        if not breaker.allow():
+            failure = f"circuit open after {breaker.failures} failures"
+        else:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.language_timeout_s
+            stream = self.language.stream(request)
+            try:
+                while True:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TimeoutError
+                    try:
+                        event = await asyncio.wait_for(anext(stream), remaining)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(event, Generation):
+                        final = event
+                    else:
+                        emitted += 1
+                        yield event
+                if final is None:
+                    raise RuntimeError("language stage ended without a final Generation")
+                breaker.success()
+            except (asyncio.CancelledError, GeneratorExit):
+                breaker.release()
+                raise
+            except Exception as exc:
+                breaker.failure()
+                failure = f"{type(exc).__name__}: {exc}"[:200]
+            finally:
+                await stream.aclose()  # cancels the generation if our consumer went away
+        record = StageRecord(
+            "language",
+            self.language.name,
+            time.perf_counter() - start,
+            steps=dict(final.timings.steps) if final else {},
+        )
+        if final is None:
+            decision = dict(base.get("route_decision") or {}) | {"degraded_because": failure}
+            yield Answer(
+                "",
+                route,
+                language_stage=self.language.name,
+                stages=[*records, record],
+                degraded=True,
+                completion_tokens=emitted,
+                **(base | {"route_decision": decision}),
+            )
+            return
         thinking = final.thinking or base.get("thinking")
+        intermediate = base.get("intermediate")
+        if intermediate is not None:
+            intermediate["language"] = {"text": final.text, "finish_reason": final.finish_reason}
         yield Answer(
-            final.text.strip(), route, language_stage=self.language.name, confidence=final.confidence,
+            final.text.strip(),
+            route,
+            language_stage=self.language.name,
+            confidence=final.confidence,
             confidence_source="language:token-probability" if final.confidence is not None else None,
-            stages=[*records, record], prompt_tokens=final.prompt_tokens,
-            completion_tokens=final.completion_tokens, finish_reason=final.finish_reason,
+            stages=[*records, record],
+            prompt_tokens=final.prompt_tokens,
+            completion_tokens=final.completion_tokens,
+            finish_reason=final.finish_reason,
             **(base | {"thinking": thinking}),
         )
+
+
+def _vision_output(seen: VisionResult) -> dict[str, Any]:
+    return {
+        "description": seen.description,
+        "answer": seen.answer,
+        "answer_source": seen.answer_source,
+        "confidence": seen.confidence,
+    }

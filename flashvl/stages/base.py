@@ -55,13 +55,18 @@ class Box:
     y1: float
     x2: float
     y2: float
+    # A VLM's own coordinates (GLM: 0-1000 of width and height), kept next to the pixels.
+    norm: tuple[float, float, float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "label": self.label,
             "score": round(self.score, 4),
             "box": [round(self.x1, 1), round(self.y1, 1), round(self.x2, 1), round(self.y2, 1)],
         }
+        if self.norm is not None:
+            out["box_1000"] = [round(v, 1) for v in self.norm]
+        return out
 
 
 # ---------------------------------------------------------------- vision

@@ -1,13 +1,25 @@
 """Stages by name: the one place that maps a setting like ``--vision offline`` to a class.
 
-Adding a backend means one new module in ``stages/`` and one entry here.
+Specs (``--vision`` / ``--language``):
+
+- ``offline``: the offline pipeline (vision only).
+- ``llamacpp``: the bundled brain (or ``language_model_path``) on llama.cpp (language only; default).
+- ``none``: no language stage.
+- ``glm4v:<folder or hub id>``: GLM-4.xV in-process (transformers; extra ``glm``). Vision and language.
+- ``openai:<base_url>#<model>``: any OpenAI-compatible server. Vision and language.
+
+The same ``glm4v``/``openai`` spec for vision and language gives ONE instance (one model in
+memory, one batcher): it is cached per ``Settings`` object, so ``build_vision(settings)`` and
+a later ``build_language(settings)`` meet. Adding a backend means one module and one entry here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Literal
 
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
@@ -15,23 +27,109 @@ from flashvl.stages.base import LanguageStage, VisionStage
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
 BUNDLED_BRAIN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+VISION_CHOICES = "offline, glm4v:<folder or hub id>, openai:<base_url>#<model>"
+LANGUAGE_CHOICES = "llamacpp, none, glm4v:<folder or hub id>, openai:<base_url>#<model>"
+
+# (id(settings), spec) -> (weakref to those settings, stage): shared engines per settings object.
+_shared: dict[tuple[int, str], tuple[weakref.ref[Settings], Any]] = {}
+
+
+def _bad(kind: str, spec: str, choices: str, why: str = "") -> FlashvlError:
+    return FlashvlError(
+        "bad_setting", f"{kind} stage {spec!r}{': ' + why if why else ''}; choose: {choices}", 500
+    )
+
+
+def parse_openai_spec(spec: str) -> tuple[str, str]:
+    """``openai:http://host:8000/v1#model`` -> (base_url, model)."""
+    rest = spec.removeprefix("openai:")
+    base_url, sep, model = rest.rpartition("#")
+    if not sep or not base_url.startswith(("http://", "https://")) or not model:
+        raise ValueError(
+            "write openai:<http(s) base URL>#<model name>, e.g. openai:http://127.0.0.1:8000/v1#glm"
+        )
+    return base_url.rstrip("/"), model
+
+
+def _engine(settings: Settings, spec: str, role: Literal["vision", "language"]) -> Any | None:
+    """A glm4v/openai stage for ``spec``, shared between roles of the same settings; None if not one."""
+    key = (id(settings), spec)
+    cached = _shared.get(key)
+    if cached is not None and cached[0]() is settings:
+        stage = cached[1]
+        if spec.startswith("openai:") and role == "vision":
+            stage.role = "vision"  # a shared upstream answers images too
+            stage.is_vlm = True
+        return stage
+    if spec.startswith("glm4v:"):
+        from flashvl.stages.glm4v.stage import Glm4vStage
+
+        ref = spec.removeprefix("glm4v:")
+        if not ref:
+            raise ValueError("write glm4v:<folder or hub id>, e.g. glm4v:zai-org/GLM-4.6V-Flash")
+        stage: Any = Glm4vStage(
+            ref,
+            device=settings.glm_device,
+            dtype=settings.glm_dtype,
+            max_batch=settings.batch_max_size,
+            batch_wait_ms=settings.batch_wait_ms,
+            max_pixels=settings.glm_max_pixels,
+            default_max_tokens=settings.max_tokens,
+            top_p=settings.glm_top_p,
+            allow_download=settings.glm_allow_download,
+        )
+    elif spec.startswith("openai:"):
+        from flashvl.stages.openai_compat import OpenAICompatStage
+
+        base_url, model = parse_openai_spec(spec)
+        key_value = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+        stage = OpenAICompatStage(
+            base_url,
+            model,
+            role=role,
+            api_key=key_value,
+            timeout_s=settings.upstream_timeout_s,
+            connect_timeout_s=settings.upstream_connect_timeout_s,
+            retries=settings.upstream_retries,
+            image_mode=settings.upstream_image_mode,  # type: ignore[arg-type]
+            enable_thinking_kwarg=settings.upstream_thinking_kwarg,
+        )
+    else:
+        return None
+    for dead in [k for k, (ref_, _) in _shared.items() if ref_() is None]:
+        del _shared[dead]
+    _shared[key] = (weakref.ref(settings), stage)
+    return stage
 
 
 def build_vision(settings: Settings) -> VisionStage:
-    if settings.vision == "offline":
+    spec = settings.vision
+    if spec == "offline":
         from flashvl.stages.offline.stage import OfflineVisionStage
 
         return OfflineVisionStage.from_settings(settings)
-    raise FlashvlError("bad_setting", f"unknown vision stage {settings.vision!r}; choose: offline", 500)
+    try:
+        stage = _engine(settings, spec, "vision")
+    except ValueError as exc:
+        raise _bad("vision", spec, VISION_CHOICES, str(exc)) from exc
+    if stage is None:
+        raise _bad("unknown vision", spec, VISION_CHOICES)
+    return stage
 
 
 async def build_language(settings: Settings, progress: Progress | None = None) -> LanguageStage | None:
     """Build (and for llama.cpp, first assemble the model file of) the language stage."""
-    if settings.language == "none":
+    spec = settings.language
+    if spec == "none":
         return None
-    if settings.language != "llamacpp":
-        raise FlashvlError("bad_setting", f"unknown language stage {settings.language!r}; choose: llamacpp, none",
-                           500)
+    if spec != "llamacpp":
+        try:
+            stage = _engine(settings, spec, "language")
+        except ValueError as exc:
+            raise _bad("language", spec, LANGUAGE_CHOICES, str(exc)) from exc
+        if stage is None:
+            raise _bad("unknown language", spec, LANGUAGE_CHOICES)
+        return stage
     from flashvl.stages.llamacpp import LlamaCppLanguageStage
 
     path = settings.language_model_path
@@ -45,6 +143,10 @@ async def build_language(settings: Settings, progress: Progress | None = None) -
 
         path = await asyncio.to_thread(ensure_brain_model, settings.model_dir, report)
     return LlamaCppLanguageStage(
-        Path(path), slots=settings.language_slots, ctx=settings.language_ctx, threads=settings.language_threads,
-        name=f"llamacpp:{model_id}", model_id=model_id,
+        Path(path),
+        slots=settings.language_slots,
+        ctx=settings.language_ctx,
+        threads=settings.language_threads,
+        name=f"llamacpp:{model_id}",
+        model_id=model_id,
     )

@@ -85,6 +85,8 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
         enable_thinking=bool(kwargs.get("enable_thinking", False)),
         max_pixels=body.max_pixels,
         messages=None if loaded else history,
+        route=body.route,
+        include_intermediate=body.include_intermediate,
     )
 
 

@@ -37,6 +37,7 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
     else:
         image = await state.intake.from_base64(body.image_base64 or "")
     query = Query(images=[image], question=body.prompt, max_tokens=max_tokens, max_pixels=body.max_pixels,
+                  route=body.route, include_intermediate=body.include_intermediate,
                   temperature=state.settings.temperature if body.temperature is None else body.temperature)
     answer = await answer_query(request, state, query)
     return meta(request, answer) | {

@@ -62,11 +62,31 @@ function setAnswerState(value) {
   el.stop.disabled = !busy;
 }
 
+// ---------- API key (only when the server asks for one) ----------
+
+const API_KEY_STORAGE = "flashvl.apiKey";
+el.apiKey.value = sessionStorage.getItem(API_KEY_STORAGE) || "";
+el.apiKey.addEventListener("change", () => {
+  sessionStorage.setItem(API_KEY_STORAGE, el.apiKey.value.trim());
+  loadLimits();
+});
+
+function authHeaders(headers) {
+  const key = el.apiKey.value.trim();
+  return key ? { ...headers, Authorization: `Bearer ${key}` } : headers;
+}
+
+function askForKey() {
+  el.apiKeyBox.open = true;
+  el.apiKey.focus();
+}
+
 // ---------- limits ----------
 
 async function loadLimits() {
   try {
-    const response = await fetch("api/limits", { headers: { Accept: "application/json" } });
+    const response = await fetch("api/limits", { headers: authHeaders({ Accept: "application/json" }) });
+    if (response.status === 401) askForKey();
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     state.limits = await response.json();
     const formats = (state.limits.allowed_formats || []).join(", ");
@@ -335,7 +355,7 @@ async function ask() {
     setStatus("Looking at the image…");
     const response = await fetch("v1/chat/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+      headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
       signal: controller.signal,
       body: JSON.stringify({
         model: "flashvl",
@@ -352,6 +372,7 @@ async function ask() {
       }),
     });
     if (!response.ok) {
+      if (response.status === 401) askForKey();
       const payload = await response.json().catch(() => null);
       const [message, code] = errorMessage(payload, `The server answered ${response.status}.`);
       showError(message, code);

@@ -1,0 +1,49 @@
+"""Answers flagged by arbitration (``needs_review``): list them, read one, resolve it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from flashvl.api.deps import State
+from flashvl.errors import FlashvlError
+
+router = APIRouter(prefix="/review", tags=["review"])
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["accept", "reject", "corrected"] = Field(
+        description="accept: the answer stands; reject: it was wrong; corrected: see corrected_answer."
+    )
+    corrected_answer: str | None = Field(None, max_length=8000)
+    note: str | None = Field(None, max_length=2000)
+
+
+@router.get("")
+async def list_reviews(state: State, status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
+    """Flagged answers, oldest first (``status``: open, resolved or all)."""
+    items = state.pipeline.reviews.list(None if status == "all" else status)
+    return {"items": [item.to_dict() for item in items], "count": len(items)}
+
+
+@router.get("/{item_id}")
+async def get_review(item_id: str, state: State) -> dict[str, Any]:
+    item = state.pipeline.reviews.get(item_id)
+    if item is None:
+        raise FlashvlError("not_found", f"No review item {item_id!r}.", 404)
+    return item.to_dict()
+
+
+@router.post("/{item_id}/resolve")
+async def resolve_review(item_id: str, body: Resolution, state: State) -> dict[str, Any]:
+    """Record a person's verdict on a flagged answer."""
+    if body.verdict == "corrected" and not body.corrected_answer:
+        raise FlashvlError("invalid_request", "verdict 'corrected' needs corrected_answer.", 422)
+    item = state.pipeline.reviews.resolve(item_id, body.verdict, body.corrected_answer, body.note)
+    if item is None:
+        raise FlashvlError("not_found", f"No review item {item_id!r}.", 404)
+    return item.to_dict()

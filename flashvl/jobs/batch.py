@@ -1,0 +1,111 @@
+"""``flashvl batch TASK DIR_OR_MANIFEST --out results.jsonl``: a resumable job run in-process.
+
+The job id is derived from the source's absolute path and the task, so running the same command
+again (after a crash, ``kill -9`` included) resumes the same job: finished items are not redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from flashvl.jobs.export import to_csv, to_jsonl, write_atomically
+from flashvl.jobs.store import store_from_settings
+from flashvl.jobs.tasks import TaskContext, make_handler, needs
+from flashvl.jobs.worker import WorkerConfig, run_job
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+
+
+def collect_items(source: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A folder (images under it, keyed by relative path), a JSONL manifest (``{"image", "key"?}`` per
+    line) or a text manifest (one path per line; relative paths are relative to the manifest)."""
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        return [(str(p.relative_to(source)), {"image": str(p.resolve())}) for p in files]
+    items = []
+    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if "image" not in entry:
+                raise ValueError(f"{source}:{number}: a manifest line needs an 'image'")
+        else:
+            entry = {"image": line}
+        ref = entry["image"]
+        if "://" not in ref and not ref.startswith("data:") and not Path(ref).is_absolute():
+            entry["image"] = str((source.parent / ref).resolve())
+        items.append((str(entry.pop("key", ref)), entry))
+    return items
+
+
+def default_job_id(source: Path, task: str) -> str:
+    return f"{task}-{hashlib.sha1(f'{source.resolve()}|{task}'.encode()).hexdigest()[:12]}"
+
+
+async def run_batch(
+    settings: Any,
+    task: str,
+    source: Path,
+    out: Path,
+    *,
+    csv_out: Path | None = None,
+    job_id: str | None = None,
+    show_progress: bool = True,
+) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from flashvl.media import MediaIntake
+    from flashvl.stages.registry import build_language, build_vision
+
+    items = collect_items(source)
+    job_id = job_id or default_job_id(source, task)
+    store = store_from_settings(settings)
+    created = store.create_job(job_id, task, items, {"source": str(source)})
+    print(f"job {job_id}: {created['total']} items ({created['added']} new)", file=sys.stderr)
+    intake = MediaIntake(settings)
+    ctx = TaskContext(settings, intake, allow_paths=True)
+    wanted = needs(task)
+    try:
+        if "vision" in wanted:
+            ctx.vision = build_vision(settings)
+            await ctx.vision.load()
+        if "language" in wanted and settings.language != "none" and settings.moderation_language != "never":
+            ctx.language = await build_language(settings, None)
+            if ctx.language is not None:
+                await ctx.language.load()
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, disable=not show_progress, transient=False) as bar:
+            bar_task = bar.add_task(f"{task} {job_id}", total=created["total"])
+
+            def report(progress: dict[str, Any]) -> None:
+                bar.update(
+                    bar_task,
+                    completed=progress["done"] + progress["parked"],
+                    description=f"{task}: {progress['done']} done, {progress['parked']} parked",
+                )
+
+            final = await run_job(
+                store,
+                job_id,
+                make_handler(task, ctx),
+                WorkerConfig.from_settings(settings),
+                on_progress=report,
+            )
+        rows = store.results(job_id)
+        write_atomically(out, to_jsonl(rows))
+        if csv_out:
+            write_atomically(csv_out, to_csv(rows))
+        print(f"job {job_id}: {final['done']} done, {final['parked']} parked -> {out}", file=sys.stderr)
+        return 0
+    finally:
+        for stage in (ctx.vision, ctx.language):
+            if stage is not None:
+                await stage.close()
+        await intake.aclose()
+        store.close()

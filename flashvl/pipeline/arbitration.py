@@ -1,0 +1,320 @@
+"""Noticing when the eyes and the brain disagree, and what to do about it.
+
+Checks (each gives a reason a person can read):
+- ``named_object``: the answer talks about an object (COCO vocabulary, people words)
+  that the vision stage did not report, and does not negate it;
+- ``negation``: the answer says an object is absent/not there while the vision stage
+  detected it;
+- ``count``: the answer states a number of an object that differs from the detected count;
+- ``low_similarity``: embedding cosine(description, answer) under a threshold calibrated
+  on ``data/arbitration_pairs.jsonl`` (``python -m flashvl.pipeline.arbitration``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent / "data"
+PAIRS = DATA / "arbitration_pairs.jsonl"
+THRESHOLD_FILE = DATA / "arbitration_threshold.json"
+NUMBERS_EN = {
+    "one": 1,
+    "a single": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+NUMBERS_ZH = {
+    "一": 1,
+    "两": 2,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}
+PERSON_EN = [
+    "person",
+    "people",
+    "man",
+    "men",
+    "woman",
+    "women",
+    "boy",
+    "boys",
+    "girl",
+    "girls",
+    "child",
+    "children",
+    "kid",
+    "kids",
+    "pedestrian",
+    "pedestrians",
+    "someone",
+    "persons",
+]
+PERSON_ZH = ["男人", "女人", "男孩", "女孩", "孩子", "行人", "人物", "一个人", "两个人", "有人"]
+SINGLE_CHARACTER_NAMES = {"猫", "狗", "牛", "羊", "鸟", "熊"}  # not 马 (马路) or 人 (too common)
+NEGATION_BEFORE = re.compile(
+    r"(\bno\b|\bnot\b|\bwithout\b|\bnone\b|\bany\b|未检测到|没有|未发现|不存在|无)[^.。,,;;]{0,24}$",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Conflict:
+    kind: str  # named_object | negation | count | low_similarity
+    label: str | None
+    detail: str
+
+
+def _vocabulary() -> dict[str, str]:
+    """Surface word -> COCO label (English words and plurals, Chinese names of 2+ characters)."""
+    from flashvl.stages.offline.detector import COCO_LABELS_ZH
+
+    vocab: dict[str, str] = {}
+    for label, zh in COCO_LABELS_ZH.items():
+        vocab[label] = label
+        vocab[label + ("es" if label.endswith(("s", "h")) else "s")] = label
+        if len(zh) >= 2 or zh in SINGLE_CHARACTER_NAMES:
+            vocab[zh] = label
+    for word in PERSON_EN + PERSON_ZH:
+        vocab[word] = "person"
+    return vocab
+
+
+def _mentions(text: str, vocab: dict[str, str]) -> list[tuple[str, str, int]]:
+    """(word, label, position) for every vocabulary word in ``text``."""
+    found = []
+    for word, label in vocab.items():
+        pattern = re.escape(word) if re.search(r"[\u4e00-\u9fff]", word) else rf"\b{re.escape(word)}\b"
+        for match in re.finditer(pattern, text, re.IGNORECASE):
+            found.append((word, label, match.start()))
+    return found
+
+
+def _stated_counts(text: str, vocab: dict[str, str]) -> list[tuple[str, int]]:
+    counts = []
+    for word, label, position in _mentions(text, vocab):
+        before = text[max(0, position - 12) : position].lower()
+        en = re.search(r"(\d+|" + "|".join(NUMBERS_EN) + r")\s+$", before)
+        zh = re.search(r"(\d+|[一两二三四五六七八九十])\s*[个只辆张位名条台把头匹架艘]?$", before)
+        if en:
+            counts.append((label, int(en.group(1)) if en.group(1).isdigit() else NUMBERS_EN[en.group(1)]))
+        elif zh and re.search(r"[\u4e00-\u9fff]", word):
+            counts.append((label, int(zh.group(1)) if zh.group(1).isdigit() else NUMBERS_ZH[zh.group(1)]))
+    return counts
+
+
+class Arbiter:
+    def __init__(self, threshold: float | None = None, embed: Any = None, min_score: float = 0.45) -> None:
+        if threshold is None:
+            threshold = json.loads(THRESHOLD_FILE.read_text())["threshold"]
+        self.threshold = float(threshold)
+        self.min_score = min_score  # detections below this score do not count as "seen" for negations
+        self._embed = embed
+        self._vocab = _vocabulary()
+
+    def similarity(self, description: str, answer: str) -> float:
+        if self._embed is None:
+            from flashvl.pipeline.router.classifier import Embedder
+
+            self._embed = Embedder()
+        vectors = self._embed([description, answer])
+        return float(vectors[0] @ vectors[1])
+
+    def check(self, observations: dict[str, Any], description: str, answer: str) -> list[Conflict]:
+        detected: dict[str, int] = {}
+        confident: set[str] = set()
+        for obj in observations.get("objects", []):
+            detected[obj["label"]] = detected.get(obj["label"], 0) + 1
+            if obj.get("score", 0) >= self.min_score:
+                confident.add(obj["label"])
+        seen_text = description.lower()
+        conflicts: list[Conflict] = []
+        flagged: set[tuple[str, str | None]] = set()
+
+        def add(conflict: Conflict) -> None:
+            if (conflict.kind, conflict.label) not in flagged:
+                flagged.add((conflict.kind, conflict.label))
+                conflicts.append(conflict)
+
+        for word, label, position in _mentions(answer, self._vocab):
+            negated = bool(NEGATION_BEFORE.search(answer[:position]))
+            if negated and label in confident:
+                add(
+                    Conflict(
+                        "negation",
+                        label,
+                        f"the answer says no '{word}', but the vision stage detected "
+                        f"{detected[label]} {label}",
+                    )
+                )
+            elif not negated and label not in detected and word.lower() not in seen_text:
+                add(
+                    Conflict(
+                        "named_object",
+                        label,
+                        f"the answer mentions '{word}', which the vision stage did not report",
+                    )
+                )
+        for label, stated in _stated_counts(answer, self._vocab):
+            if label in detected and detected[label] != stated:
+                add(
+                    Conflict(
+                        "count",
+                        label,
+                        f"the answer says {stated} {label}, the vision stage counted {detected[label]}",
+                    )
+                )
+        if description.strip() and answer.strip():
+            score = self.similarity(description, answer)
+            if score < self.threshold:
+                add(
+                    Conflict(
+                        "low_similarity",
+                        None,
+                        f"answer/description similarity {score:.2f} is under {self.threshold:.2f}",
+                    )
+                )
+        return conflicts
+
+
+def targeted_question(conflict: Conflict, lang: str) -> str | None:
+    """What to ask the vision stage again to settle one conflict."""
+    if conflict.label is None:
+        return None
+    if lang == "zh":
+        from flashvl.stages.offline.detector import COCO_LABELS_ZH
+
+        return f"图中有几个{COCO_LABELS_ZH.get(conflict.label, conflict.label)}?"
+    return f"How many {conflict.label}s are there?"
+
+
+def reask_supports_answer(conflict: Conflict, reask_text: str, answer: str) -> bool:
+    """Does the vision stage's answer to the targeted question side with the language stage?"""
+    text = reask_text.lower()
+    negative = re.search(r"\b(no|none|not detected|0)\b|未检测到|没有|0 ?个", text) is not None
+    if conflict.kind == "named_object":
+        return not negative
+    if conflict.kind == "negation":
+        return negative
+    if conflict.kind == "count":
+        numbers = {int(n) for n in re.findall(r"\d+", text)}
+        stated = {int(n) for n in re.findall(r"\d+", answer)}
+        return bool(numbers & stated)
+    return False
+
+
+# ------------------------------------------------------------------ review store
+
+
+@dataclass
+class ReviewItem:
+    id: str
+    created: float
+    question: str | None
+    answer: str
+    description: str
+    reasons: list[str]
+    image_sha256: list[str]
+    route: str
+    status: str = "open"  # open | resolved
+    resolution: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReviewStore:
+    """Flagged answers awaiting a person, newest last; bounded (oldest dropped)."""
+
+    max_items: int = 1000
+    _items: OrderedDict[str, ReviewItem] = field(default_factory=OrderedDict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **fields: Any) -> ReviewItem:
+        item = ReviewItem(id=uuid.uuid4().hex[:16], created=time.time(), **fields)
+        with self._lock:
+            self._items[item.id] = item
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return item
+
+    def list(self, status: str | None = None) -> list[ReviewItem]:
+        with self._lock:
+            return [i for i in self._items.values() if status is None or i.status == status]
+
+    def get(self, item_id: str) -> ReviewItem | None:
+        return self._items.get(item_id)
+
+    def resolve(
+        self, item_id: str, verdict: str, corrected_answer: str | None = None, note: str | None = None
+    ) -> ReviewItem | None:
+        with self._lock:
+            item = self._items.get(item_id)
+            if item is None:
+                return None
+            item.status = "resolved"
+            item.resolution = {
+                "verdict": verdict,
+                "corrected_answer": corrected_answer,
+                "note": note,
+                "at": time.time(),
+            }
+            return item
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def calibrate(pairs: list[dict[str, Any]], embed: Any) -> tuple[float, float, list[float]]:
+    """The cosine threshold best separating consistent from inconsistent pairs, its accuracy, the scores."""
+    arbiter = Arbiter(threshold=0.0, embed=embed)
+    scores = [arbiter.similarity(p["description"], p["answer"]) for p in pairs]
+    labels = np.array([p["consistent"] for p in pairs])
+    best = (0.0, 0.0)
+    for candidate in sorted(scores):
+        accuracy = float(((np.array(scores) >= candidate) == labels).mean())
+        if accuracy > best[1]:
+            best = (candidate, accuracy)
+    # the midpoint between the chosen score and the next lower one: a margin on both sides
+    lower = [s for s in scores if s < best[0]]
+    threshold = (best[0] + max(lower)) / 2 if lower else best[0]
+    return round(threshold, 4), best[1], scores
+
+
+def main() -> None:
+    from flashvl.pipeline.router.classifier import Embedder
+
+    pairs = [json.loads(line) for line in PAIRS.read_text().splitlines() if line.strip()]
+    threshold, accuracy, _ = calibrate(pairs, Embedder(threads=2))
+    THRESHOLD_FILE.write_text(
+        json.dumps({"threshold": threshold, "pairs": len(pairs), "accuracy": round(accuracy, 4)}) + "\n"
+    )
+    print(f"threshold {threshold} separates {len(pairs)} pairs with accuracy {accuracy:.3f}")
+
+
+if __name__ == "__main__":
+    main()

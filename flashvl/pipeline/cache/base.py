@@ -1,0 +1,112 @@
+"""One cache interface, its key, and (de)serialisation of ``VisionResult``.
+
+The key hashes everything that can change a vision stage's output: the bytes of
+every image (sha256 of the content, not the URL), the stage's name, model id and
+every plain-valued setting it holds (thresholds, pixel caps: its "fingerprint"),
+and every field of the request (task, question, pixel cap, thinking, sampling).
+The offline stage's observations do not depend on the question, but its answer
+and the language of its description do, so the question is part of the key: a
+different image, model, setting or question can never be served another's entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from flashvl.stages.base import Box, Timings, VisionRequest, VisionResult
+
+if TYPE_CHECKING:
+    from flashvl.config import Settings
+
+KEY_VERSION = "v1"  # bump when VisionResult's shape changes: old entries then miss
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0  # dropped for size or expired (TTL)
+    errors: int = 0  # backend failures (a failing cache is a miss, never an error for the client)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class VisionCache(Protocol):
+    name: str
+    stats: CacheStats
+
+    async def get(self, key: str) -> VisionResult | None: ...
+
+    async def set(self, key: str, value: VisionResult) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def stage_fingerprint(stage: object) -> dict[str, Any]:
+    """The stage's name, model id and every plain-valued attribute (its settings).
+
+    A stage whose plain attributes change while serving (counters) should define
+    ``cache_fingerprint() -> dict`` naming what determines its output instead.
+    """
+    custom = getattr(stage, "cache_fingerprint", None)
+    if callable(custom):
+        attrs = dict(custom())
+    else:
+        plain = (str, int, float, bool)
+        attrs = {k: v for k, v in sorted(vars(stage).items()) if isinstance(v, plain)}
+    return {
+        "class": type(stage).__qualname__,
+        "name": getattr(stage, "name", None),
+        "model_id": getattr(stage, "model_id", None),
+        "attrs": attrs,
+    }
+
+
+def vision_cache_key(stage: object, request: VisionRequest) -> str:
+    """sha256 over (key version, image hashes, stage fingerprint, request parameters)."""
+    material = {
+        "v": KEY_VERSION,
+        "stage_name": "vision",
+        "images": [image.sha256 for image in request.images],
+        "stage": stage_fingerprint(stage),
+        "task": request.task,
+        "question": request.question,
+        "max_pixels": request.max_pixels,
+        "enable_thinking": request.enable_thinking,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+    }
+    blob = json.dumps(material, sort_keys=True, ensure_ascii=False, default=str).encode()
+    return "flashvl:vision:" + hashlib.sha256(blob).hexdigest()
+
+
+def result_to_dict(result: VisionResult) -> dict[str, Any]:
+    data = asdict(result)
+    data["timings"] = result.timings.steps
+    return data
+
+
+def result_from_dict(data: dict[str, Any]) -> VisionResult:
+    data = dict(data)
+    data["boxes"] = [Box(**box) for box in data.get("boxes", [])]
+    data["timings"] = Timings(dict(data.get("timings") or {}))
+    return VisionResult(**data)
+
+
+def build_cache(settings: Settings) -> VisionCache | None:
+    """The cache the settings name, or None (``--vision-cache none``)."""
+    kind = settings.vision_cache
+    if kind == "none":
+        return None
+    if kind == "redis":
+        from flashvl.pipeline.cache.redis import RedisVisionCache
+
+        return RedisVisionCache(settings.vision_cache_redis_url, ttl_s=settings.vision_cache_ttl_s)
+    from flashvl.pipeline.cache.memory import MemoryVisionCache
+
+    policy = "lfu" if kind == "memory-lfu" else "lru"
+    return MemoryVisionCache(policy, max_items=settings.vision_cache_size, ttl_s=settings.vision_cache_ttl_s)

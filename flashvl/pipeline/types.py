@@ -1,0 +1,94 @@
+"""What goes into the pipeline (``Query``) and what comes out (``Answer``, ``StageRecord``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flashvl.media.types import LoadedImage
+from flashvl.stages.base import Box, ChatMessage, Task
+
+Route = Literal["rule", "direct", "cascade", "vision-only", "text-only", "fallback"]
+RequestedRoute = Literal["direct", "cascade", "auto"]
+NOTICE_VISION_ONLY = {"zh": "当前仅提供图像描述", "en": "image description only"}
+
+
+@dataclass
+class Query:
+    images: list[LoadedImage]
+    question: str | None = None
+    task: Task = "vqa"
+    max_tokens: int = 256
+    temperature: float = 0.2
+    enable_thinking: bool = False
+    max_pixels: int | None = None  # per-request cap on pixels the vision stage analyses
+    messages: list[ChatMessage] | None = None  # earlier turns (OpenAI API), oldest first
+    route: RequestedRoute | None = None  # None: the server's default (route_default)
+    include_intermediate: bool = False  # return each stage's own output too
+
+
+@dataclass
+class StageRecord:
+    name: str  # "vision" | "language" | "vision-reask" | "voter"
+    backend: str
+    seconds: float
+    cached: bool = False
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "seconds": round(self.seconds, 4),
+            "cached": self.cached,
+            "steps": {k: round(v, 4) for k, v in self.steps.items()},
+        }
+
+
+@dataclass
+class Answer:
+    text: str
+    route: Route
+    vision_stage: str | None
+    language_stage: str | None
+    confidence: float | None = None
+    confidence_source: str | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    thinking: str | None = None
+    boxes: list[Box] = field(default_factory=list)
+    observations: dict[str, Any] | None = None
+    description: str | None = None
+    notice: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    route_decision: dict[str, Any] | None = None  # why this route: strategy, reason, score
+    degraded: bool = False  # a stage was down or timed out; ``notice`` says what the answer lacks
+    needs_review: bool = False
+    review_reasons: list[str] = field(default_factory=list)
+    review_id: str | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # {"vision": "hit" | "miss" | "off", "backend": ...}
+    disclaimer: str | None = None
+    intermediate: dict[str, Any] | None = None  # only when the query asked for it
+
+    def meta(self) -> dict[str, Any]:
+        """What every response says about how it was made."""
+        out = {
+            "route": self.route,
+            "vision_stage": self.vision_stage,
+            "language_stage": self.language_stage,
+            "stages": [s.to_dict() for s in self.stages],
+            "confidence": self.confidence,
+            "confidence_source": self.confidence_source,
+            "notice": self.notice,
+            "route_decision": self.route_decision,
+            "degraded": self.degraded,
+            "needs_review": self.needs_review,
+            "review_reasons": self.review_reasons,
+            "review_id": self.review_id,
+            "cache": self.cache,
+            "disclaimer": self.disclaimer,
+        }
+        if self.intermediate is not None:
+            out["intermediate"] = self.intermediate
+        return out

@@ -1,0 +1,148 @@
+"""A generic dynamic batcher: one request per call outside, batches inside.
+
+- ``submit(payload)`` prepares the payload on a thread pool (off the event loop),
+  then queues it. A collector task takes the first waiting job, waits at most
+  ``max_wait_s`` for more (up to ``max_batch``), and hands the batch to
+  ``run_batch`` on ONE worker thread (the model is not re-entrant). While a batch
+  runs, new jobs queue up; the next batch takes them at once.
+- Each job has its own asyncio queue: ``run_batch`` calls ``job.emit(item)`` from the
+  worker thread and the item reaches that job's consumer only, so a row's tokens
+  can never reach another request.
+- Closing the consumer's iterator sets ``job.cancelled``: a queued job is dropped
+  before it runs, a running one is stopped by ``run_batch`` at its next step.
+
+Nothing here knows about models: ``prepare`` and ``run_batch`` are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+P = TypeVar("P")  # what a caller submits
+R = TypeVar("R")  # what ``prepare`` makes of it
+
+_END = object()
+
+
+@dataclass
+class Job(Generic[R]):
+    """One request inside the batcher."""
+
+    prepared: R
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: Any) -> None:
+        """Hand ``item`` to this job's consumer (thread-safe; dropped once cancelled)."""
+        if self.cancelled.is_set():
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening
+            self.cancelled.set()
+
+
+class DynamicBatcher(Generic[P, R]):
+    def __init__(
+        self,
+        prepare: Callable[[P], R],
+        run_batch: Callable[[list[Job[R]]], None],
+        *,
+        max_batch: int = 8,
+        max_wait_s: float = 0.01,
+        prepare_threads: int = 2,
+        name: str = "batcher",
+    ) -> None:
+        self._prepare = prepare
+        self._run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.name = name
+        self._prepare_pool = ThreadPoolExecutor(prepare_threads, thread_name_prefix=f"{name}-prep")
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-gen")
+        self._queue: asyncio.Queue[Job[R]] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[int], None]] = []
+        self.batch_sizes: list[int] = []  # every batch run, in order (bounded below)
+
+    def add_listener(self, callback: Callable[[int], None]) -> None:
+        """Called with each batch's size (e.g. a Prometheus histogram's ``observe``)."""
+        self._listeners.append(callback)
+
+    def _ensure_started(self) -> asyncio.Queue[Job[R]]:
+        if self._queue is None or self._collector is None or self._collector.done():
+            self._queue = asyncio.Queue()
+            self._collector = asyncio.get_running_loop().create_task(self._collect(self._queue))
+        return self._queue
+
+    async def submit(self, payload: P) -> AsyncIterator[Any]:
+        """Yield what ``run_batch`` emits for this payload (an emitted exception is raised)."""
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, payload)
+        job: Job[R] = Job(prepared, loop)
+        queue = self._ensure_started()
+        queue.put_nowait(job)
+        try:
+            while (item := await job.queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled.set()
+
+    async def _collect(self, queue: asyncio.Queue[Job[R]]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [job for job in batch if not job.cancelled.is_set()]
+            if not batch:
+                continue
+            self.batch_sizes.append(len(batch))
+            del self.batch_sizes[:-10_000]
+            for listener in self._listeners:
+                listener(len(batch))
+            try:
+                await loop.run_in_executor(self._worker, self._guarded_run, batch)
+            except RuntimeError:  # the executor was shut down (close): stop collecting
+                for job in batch:
+                    job.emit(_END)
+                return
+
+    def _guarded_run(self, batch: list[Job[R]]) -> None:
+        try:
+            self._run_batch(batch)
+        except BaseException as exc:  # every job of a failed batch gets the error, none hangs
+            for job in batch:
+                job.emit(exc)
+        finally:
+            for job in batch:
+                job.emit(_END)
+
+    async def close(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait().emit(_END)
+        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._prepare_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,277 @@
+"""``Glm4vStage``: GLM-4.6V-Flash in-process (transformers), as vision and as language stage.
+
+One instance serves both roles (``--vision glm4v:DIR --language glm4v:DIR`` share it):
+``stream(VisionRequest)`` answers about images, ``stream(ChatRequest)`` answers text.
+Every request goes through one ``DynamicBatcher``: concurrent requests (images or not,
+thinking on or off, each with its own temperature and length) are generated together.
+
+torch and transformers are imported only in ``load`` (the ``glm`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+from flashvl.errors import StageUnavailable
+from flashvl.stages.base import (
+    Box,
+    ChatRequest,
+    Generation,
+    TextDelta,
+    Timings,
+    VisionRequest,
+    VisionResult,
+)
+from flashvl.stages.glm4v.batcher import DynamicBatcher
+from flashvl.stages.glm4v.output import StreamParser, parse_output
+
+TASK_PROMPTS = {
+    "caption": "Describe this image in one or two sentences.",
+    "ocr": "Read all the text in this image.",
+    "moderate": "Is this image safe for work? Answer yes or no, then say why.",
+}
+
+
+class Glm4vStage:
+    """A ``StreamingVisionStage`` and a ``LanguageStage`` backed by one GLM-4.xV model."""
+
+    is_vlm = True
+
+    def __init__(
+        self,
+        model_ref: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch: int = 8,
+        batch_wait_ms: float = 10.0,
+        max_pixels: int = 1_003_520,
+        default_max_tokens: int = 256,
+        top_p: float = 0.6,
+        allow_download: bool = False,
+        name: str | None = None,
+    ) -> None:
+        self.model_ref = model_ref
+        local = Path(model_ref).expanduser()
+        self.model_id = local.name if local.is_dir() else model_ref
+        self.name = name or f"glm4v:{self.model_id}"
+        self.device_setting = device
+        self.dtype_setting = dtype
+        self.max_pixels = max_pixels
+        self.default_max_tokens = default_max_tokens
+        self.top_p = top_p
+        self.allow_download = allow_download
+        self.device: str | None = None
+        self.dtype: Any = None
+        self.load_seconds: float | None = None
+        self._model: Any = None
+        self._processor: Any = None
+        self._load_lock = asyncio.Lock()
+        self._batcher: DynamicBatcher[dict[str, Any], Any] = DynamicBatcher(
+            self._prepare, self._run_batch, max_batch=max_batch, max_wait_s=batch_wait_ms / 1000, name="glm4v"
+        )
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    async def load(self) -> None:
+        """Load processor and weights (idempotent: the vision and language roles share one instance)."""
+        async with self._load_lock:
+            if self._model is None:
+                started = time.perf_counter()
+                await asyncio.to_thread(self._load_sync)
+                self.load_seconds = time.perf_counter() - started
+
+    def _load_sync(self) -> None:
+        try:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            from flashvl.stages.glm4v import engine
+        except ImportError as exc:
+            raise StageUnavailable(
+                self.name, f"needs the 'glm' extra (pip install 'flashvl[glm]'): {exc}", retry_after=60
+            ) from exc
+        device = engine.choose_device(self.device_setting)
+        dtype = engine.choose_dtype(device, self.dtype_setting)
+        local = Path(self.model_ref).expanduser()
+        ref = str(local) if local.is_dir() else self.model_ref
+        options = {"local_files_only": not self.allow_download}
+        try:
+            processor = AutoProcessor.from_pretrained(ref, **options)
+            model = AutoModelForImageTextToText.from_pretrained(ref, dtype=dtype, **options)
+        except OSError as exc:
+            hint = (
+                "" if self.allow_download else " (downloads are off: set glm_allow_download or give a folder)"
+            )
+            raise StageUnavailable(self.name, f"cannot load {ref!r}{hint}: {exc}", retry_after=60) from exc
+        processor.tokenizer.padding_side = "left"
+        self._processor = processor
+        self._model = model.to(device).eval()
+        self.device, self.dtype = device, dtype
+
+    async def close(self) -> None:
+        await self._batcher.close()
+        self._model = None
+
+    def add_batch_listener(self, callback: Callable[[int], None]) -> None:
+        """``callback(batch_size)`` after each batch forms (the app feeds a histogram with it)."""
+        self._batcher.add_listener(callback)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self._batcher.batch_sizes)
+
+    # ------------------------------------------------------------ batcher hooks (worker threads)
+
+    def _prepare(self, payload: dict[str, Any]) -> Any:
+        from flashvl.stages.glm4v import engine
+
+        return engine.prepare(self._processor, **payload)
+
+    def _run_batch(self, jobs: list[Any]) -> None:
+        from flashvl.stages.glm4v import engine
+
+        engine.run_batch(self._model, self._processor.tokenizer, jobs, device=self.device, dtype=self.dtype)
+
+    # ------------------------------------------------------------ requests
+
+    async def _run(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        enable_thinking: bool,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+    ) -> AsyncIterator[Any]:
+        """Yield ``TextDelta`` pieces (parsed), then ``(raw_text, RowDone, parse_seconds)``."""
+        if self._model is None:
+            raise StageUnavailable(self.name, "the model is not loaded")
+        payload = {
+            "messages": messages,
+            "enable_thinking": enable_thinking,
+            "max_tokens": max_tokens or self.default_max_tokens,
+            "temperature": 0.0 if temperature is None else temperature,
+            "top_p": self.top_p if top_p is None else top_p,
+        }
+        parser = StreamParser()
+        done = None
+        async with aclosing(self._batcher.submit(payload)) as items:
+            async for item in items:
+                if hasattr(item, "finish_reason"):
+                    done = item
+                    continue
+                for kind, text in parser.feed(item.text):
+                    yield TextDelta(text, kind=kind)
+        for kind, text in parser.flush():
+            yield TextDelta(text, kind=kind)
+        if done is None:
+            raise StageUnavailable(self.name, "generation ended without a result")
+        yield ("".join(parser.raw), done)
+
+    def stream(self, request: VisionRequest | ChatRequest) -> AsyncIterator[Any]:
+        """Vision: deltas then a ``VisionResult``. Language: deltas then a ``Generation``."""
+        if isinstance(request, ChatRequest):
+            return self._stream_chat(request)
+        return self._stream_vision(request)
+
+    async def _stream_vision(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]:
+        if not request.images:
+            raise StageUnavailable(self.name, "a vision request needs an image")
+        started = time.perf_counter()
+        max_pixels = min(request.max_pixels or self.max_pixels, self.max_pixels)
+        question = request.question or TASK_PROMPTS.get(request.task, TASK_PROMPTS["caption"])
+        from flashvl.stages.glm4v.engine import downscale  # torch is loaded by now
+
+        content: list[dict[str, Any]] = [
+            {"type": "image", "image": downscale(image.image, max_pixels)} for image in request.images
+        ]
+        content.append({"type": "text", "text": question})
+        final = None
+        async for event in self._run(
+            [{"role": "user", "content": content}],
+            enable_thinking=request.enable_thinking,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=None,
+        ):
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                final = event
+        assert final is not None
+        raw, done = final
+        # Boxes are 0-1000 of the image the model saw, i.e. of the original (the aspect is kept).
+        target = request.images[-1]
+        parsed = parse_output(raw, target.width, target.height)
+        score = done.confidence if done.confidence is not None else 1.0
+        boxes = [Box(b.label, score, *b.pixels, norm=b.norm) for b in parsed.boxes]
+        yield VisionResult(
+            stage=self.name,
+            description=parsed.answer,
+            answer=parsed.answer,
+            answer_source="model",
+            confidence=done.confidence,
+            thinking=parsed.thinking,
+            boxes=boxes,
+            observations={
+                "batch_size": done.batch_size,
+                "prompt_tokens": done.prompt_tokens,
+                "completion_tokens": done.completion_tokens,
+                "finish_reason": done.finish_reason,
+                "boxes_1000": [list(b.norm) for b in parsed.boxes],
+            },
+            timings=Timings(
+                {"queue": done.queue_s, "generate": done.generate_s, "total": time.perf_counter() - started}
+            ),
+        )
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        async with aclosing(self._stream_vision(request)) as events:
+            async for event in events:
+                if isinstance(event, VisionResult):
+                    return event
+        raise StageUnavailable(self.name, "generation ended without a result")
+
+    async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        final = None
+        async for event in self._run(
+            messages,
+            enable_thinking=request.enable_thinking,
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+        ):
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                final = event
+        assert final is not None
+        raw, done = final
+        parsed = parse_output(raw)
+        yield Generation(
+            stage=self.name,
+            text=parsed.answer,
+            thinking=parsed.thinking,
+            finish_reason=done.finish_reason,
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            confidence=done.confidence,
+            timings=Timings({"queue": done.queue_s, "generate": done.generate_s}),
+        )
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        async with aclosing(self._stream_chat(request)) as events:
+            async for event in events:
+                if isinstance(event, Generation):
+                    return event
+        raise StageUnavailable(self.name, "generation ended without a result")

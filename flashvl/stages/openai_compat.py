@@ -1,0 +1,373 @@
+"""Any OpenAI-compatible `/v1/chat/completions` server as a stage (vLLM, SGLang, llama.cpp, Ollama, ...).
+
+- Streaming is passed through: upstream ``content`` deltas become answer ``TextDelta``s,
+  ``reasoning_content`` (vLLM/SGLang with ``--reasoning-parser glm45``; llama.cpp) becomes
+  ``kind="thinking"``. Raw ``<think>``/``<answer>``/box tags in ``content`` (an engine without a
+  reasoning parser) are split the same way the in-process GLM stage splits them.
+- Retries with exponential backoff (tenacity) happen only while opening the stream
+  (connection errors, 408/429/5xx): once the first byte of an answer has arrived, a failure
+  is reported, never retried (the client may already have shown half an answer).
+- Every upstream failure is a ``StageUnavailable`` (503 + Retry-After), except a 400/413/422
+  for a request the upstream found invalid (``upstream_rejected``, 400).
+- Images go as base64 data URLs (downscaled to ``max_pixels`` first), or in ``url`` mode as the
+  original http(s) URL when the image came from one.
+- GLM's thinking switch goes as ``chat_template_kwargs: {"enable_thinking": ...}``.
+The API key is sent as a bearer token and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from flashvl.errors import FlashvlError, StageUnavailable
+from flashvl.media.types import LoadedImage
+from flashvl.stages.base import (
+    Box,
+    ChatRequest,
+    Generation,
+    TextDelta,
+    Timings,
+    VisionRequest,
+    VisionResult,
+)
+from flashvl.stages.glm4v.output import StreamParser, parse_output
+
+RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+REJECT_STATUSES = {400, 413, 422}
+TASK_PROMPTS = {
+    "caption": "Describe this image in one or two sentences.",
+    "ocr": "Read all the text in this image.",
+    "moderate": "Is this image safe for work? Answer yes or no, then say why.",
+}
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def image_url_for(image: LoadedImage, mode: str, max_pixels: int | None) -> str:
+    """The ``image_url.url`` to send: the original URL (url mode, when there is one) or a data URL."""
+    if mode == "url" and image.source_url and image.source_url.startswith(("http://", "https://")):
+        return image.source_url
+    picture = image.image
+    if max_pixels and picture.width * picture.height > max_pixels:
+        scale = math.sqrt(max_pixels / (picture.width * picture.height))
+        picture = picture.resize((max(1, int(picture.width * scale)), max(1, int(picture.height * scale))))
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class OpenAICompatStage:
+    """A ``LanguageStage`` (and, with ``role="vision"``, a ``StreamingVisionStage``) over HTTP."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        role: Literal["vision", "language"],
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        retries: int = 2,
+        image_mode: Literal["url", "base64"] = "base64",
+        enable_thinking_kwarg: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model_id = model
+        self.role = role
+        self.is_vlm = role == "vision"
+        self.name = name or f"openai:{model}"
+        self._api_key = api_key
+        self.timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        self.retries = retries
+        self.image_mode = image_mode
+        self.enable_thinking_kwarg = enable_thinking_kwarg
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:  # no key in reprs or logs
+        return f"OpenAICompatStage({self.base_url!r}, {self.model_id!r}, role={self.role!r})"
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def load(self) -> None:
+        """Open the connection pool. The upstream is not required to be up yet: failures show per request."""
+        if self._client is None:
+            headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url, timeout=self.timeout, headers=headers, trust_env=False
+            )
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------ HTTP
+
+    def _body(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int | None,
+        temperature: float | None,
+        top_p: float | None,
+        enable_thinking: bool,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        json_schema: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "logprobs": True,  # for confidence; engines that lack it ignore it
+        }
+        optional = {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "seed": seed,
+        }
+        body |= {k: v for k, v in optional.items() if v is not None}
+        if json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": json_schema},
+            }
+        if self.enable_thinking_kwarg:
+            body["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
+        return body
+
+    async def _open(self, body: dict[str, Any]) -> httpx.Response:
+        """POST and return the streaming response once its status is 200, retrying what is retryable."""
+        client = self._client
+        if client is None:
+            raise StageUnavailable(self.name, "not loaded")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.25, max=4),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        response = await client.send(
+                            client.build_request("POST", "/chat/completions", json=body), stream=True
+                        )
+                    except httpx.TransportError as exc:  # connect/read errors before any answer byte
+                        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
+                    if response.status_code == 200:
+                        return response
+                    detail = (await response.aread())[:500].decode(errors="replace")
+                    await response.aclose()
+                    if response.status_code in RETRY_STATUSES:
+                        raise _Retryable(
+                            f"HTTP {response.status_code}: {detail}",
+                            _retry_after(response.headers.get("retry-after")),
+                        )
+                    if response.status_code in REJECT_STATUSES:
+                        raise FlashvlError(
+                            "upstream_rejected",
+                            f"{self.name}: the upstream refused the request: {detail}",
+                            400,
+                        )
+                    raise StageUnavailable(
+                        self.name, f"upstream answered HTTP {response.status_code}: {detail}"
+                    )
+        except _Retryable as exc:
+            raise StageUnavailable(
+                self.name,
+                f"upstream {self.base_url} failed after {self.retries + 1} attempts: {exc}",
+                retry_after=exc.retry_after or 5.0,
+            ) from exc
+        raise StageUnavailable(self.name, "no attempt was made")  # pragma: no cover - tenacity always tries
+
+    async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's stream chunks (SSE ``data:`` JSON). Closing this closes the connection."""
+        response = await self._open(body)
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(chunk.get("error"), dict):
+                    raise StageUnavailable(self.name, f"upstream error: {chunk['error'].get('message')}")
+                yield chunk
+        except httpx.HTTPError as exc:  # mid-stream: report, never retry
+            raise StageUnavailable(self.name, f"upstream stream broke: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await response.aclose()
+
+    async def _run(self, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """Yield ``TextDelta``s, then a summary dict (raw text, usage, confidence, finish reason)."""
+        parser = StreamParser()
+        thinking: list[str] = []
+        logprobs: list[float] = []
+        usage: dict[str, Any] = {}
+        finish_reason = "stop"
+        started = time.perf_counter()
+        first_token_s: float | None = None
+        async with aclosing(self._chunks(body)) as chunks:
+            async for chunk in chunks:
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                    for entry in (choice.get("logprobs") or {}).get("content") or []:
+                        value = entry.get("logprob")
+                        if isinstance(value, int | float) and math.isfinite(value):
+                            logprobs.append(float(value))
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    if reasoning or delta.get("content"):
+                        first_token_s = first_token_s or time.perf_counter() - started
+                    if reasoning:
+                        thinking.append(reasoning)
+                        yield TextDelta(reasoning, kind="thinking")
+                    for kind, text in parser.feed(delta.get("content") or ""):
+                        yield TextDelta(text, kind=kind)
+        for kind, text in parser.flush():
+            yield TextDelta(text, kind=kind)
+        total = time.perf_counter() - started
+        yield {
+            "raw": "".join(parser.raw),
+            "thinking": "".join(thinking),
+            "usage": usage,
+            "finish_reason": finish_reason,
+            "confidence": math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
+            "timings": Timings(
+                {"first_token": first_token_s or total, "stream": total - (first_token_s or total)}
+            ),
+        }
+
+    # ------------------------------------------------------------ language
+
+    def stream(self, request: ChatRequest | VisionRequest) -> AsyncIterator[Any]:
+        """Language: deltas then a ``Generation``. Vision: deltas then a ``VisionResult``."""
+        if isinstance(request, VisionRequest):
+            return self._stream_vision(request)
+        return self._stream_chat(request)
+
+    async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+        body = self._body(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            enable_thinking=request.enable_thinking,
+            stop=request.stop,
+            seed=request.seed,
+            json_schema=request.json_schema,
+        )
+        summary: dict[str, Any] = {}
+        async for event in self._run(body):
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                summary = event
+        parsed = parse_output(summary["raw"])
+        thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None
+        usage = summary["usage"]
+        yield Generation(
+            stage=self.name,
+            text=parsed.answer,
+            thinking=thinking,
+            finish_reason=summary["finish_reason"],
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            confidence=summary["confidence"],
+            timings=summary["timings"],
+        )
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        async with aclosing(self._stream_chat(request)) as events:
+            async for event in events:
+                if isinstance(event, Generation):
+                    return event
+        raise StageUnavailable(self.name, "the upstream stream ended without an answer")
+
+    # ------------------------------------------------------------ vision
+
+    async def _stream_vision(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]:
+        if not request.images:
+            raise StageUnavailable(self.name, "a vision request needs an image")
+        content: list[dict[str, Any]] = [
+            {
+                "type": "image_url",
+                "image_url": {"url": image_url_for(img, self.image_mode, request.max_pixels)},
+            }
+            for img in request.images
+        ]
+        question = request.question or TASK_PROMPTS.get(request.task, TASK_PROMPTS["caption"])
+        content.append({"type": "text", "text": question})
+        body = self._body(
+            [{"role": "user", "content": content}],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=None,
+            enable_thinking=request.enable_thinking,
+        )
+        summary: dict[str, Any] = {}
+        async for event in self._run(body):
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                summary = event
+        target = request.images[-1]
+        parsed = parse_output(summary["raw"], target.width, target.height)
+        thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None
+        score = summary["confidence"] if summary["confidence"] is not None else 1.0
+        yield VisionResult(
+            stage=self.name,
+            description=parsed.answer,
+            answer=parsed.answer,
+            answer_source="model",
+            confidence=summary["confidence"],
+            thinking=thinking,
+            boxes=[Box(b.label, score, *b.pixels, norm=b.norm) for b in parsed.boxes],
+            observations={
+                "upstream": self.base_url,
+                "model": self.model_id,
+                "usage": summary["usage"],
+                "finish_reason": summary["finish_reason"],
+            },
+            timings=summary["timings"],
+        )
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        async with aclosing(self._stream_vision(request)) as events:
+            async for event in events:
+                if isinstance(event, VisionResult):
+                    return event
+        raise StageUnavailable(self.name, "the upstream stream ended without an answer")
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None

@@ -1,0 +1,307 @@
+"""Documents: OCR lines in reading order, tables rebuilt from boxes, key fields under a caller's schema.
+
+Tables: rows come from ``group_rows`` (vertical overlap); columns from the x-extents of the cells
+of every multi-cell row in the table block, merged where they overlap (so left-, right- and
+centre-aligned columns all land in one band). A cell joins the band it overlaps most; an empty
+position stays ``""``. The table block is the longest run of consecutive rows with >= 2 cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from flashvl.errors import FlashvlError
+from flashvl.stages.base import ChatMessage, ChatRequest, LanguageStage
+from flashvl.stages.offline.ocr import TextLine, group_rows, lines_to_text
+
+ALLOWED_SCHEMA_KEYWORDS = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "const",
+        "description",
+        "title",
+        "minimum",
+        "maximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "additionalProperties",
+        "format",
+        "$schema",
+    }
+)
+ALLOWED_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
+MAX_PROPERTIES = 64
+
+
+def lines_from_observations(observations: dict[str, Any]) -> list[TextLine]:
+    """The offline stage's ``text.lines`` dicts back into ``TextLine`` objects."""
+    return [
+        TextLine(line["text"], float(line["score"]), tuple(float(v) for v in line["box"]))  # type: ignore[arg-type]
+        for line in ((observations.get("text") or {}).get("lines") or [])
+    ]
+
+
+def reading_order(lines: list[TextLine]) -> list[dict[str, Any]]:
+    """Lines top to bottom, left to right within a row; each with its row index, box and confidence."""
+    out = []
+    for row_index, row in enumerate(group_rows(lines)):
+        for line in row:
+            out.append(
+                {
+                    "text": line.text,
+                    "confidence": round(line.score, 4),
+                    "row": row_index,
+                    "box": [round(v, 1) for v in line.box],
+                }
+            )
+    return out
+
+
+# ------------------------------------------------------------------ tables
+
+
+@dataclass
+class Table:
+    rows: list[list[str]]
+    column_bands: list[tuple[float, float]]
+    first_row_index: int  # which text row the table starts at
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), len(self.column_bands)
+
+    def to_markdown(self) -> str:
+        if not self.rows:
+            return ""
+
+        def line(cells: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        head, *body = self.rows
+        return "\n".join([line(head), "| " + " | ".join("---" for _ in head) + " |", *map(line, body)])
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(self.rows)
+        return buffer.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        header, *records = self.rows or [[]]
+        return {
+            "n_rows": len(self.rows),
+            "n_cols": len(self.column_bands),
+            "rows": self.rows,
+            "records": [dict(zip(header, r, strict=True)) for r in records]
+            if len(set(header)) == len(header)
+            else None,
+            "markdown": self.to_markdown(),
+            "csv": self.to_csv(),
+        }
+
+
+def _merge_bands(extents: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    bands: list[list[float]] = []
+    for x1, x2 in sorted(extents):
+        if bands and x1 <= bands[-1][1]:
+            bands[-1][1] = max(bands[-1][1], x2)
+        else:
+            bands.append([x1, x2])
+    return [(a, b) for a, b in bands]
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return min(a[1], b[1]) - max(a[0], b[0])
+
+
+def rebuild_table(lines: list[TextLine], min_rows: int = 2) -> Table | None:
+    """The largest grid in the page, or None when no two consecutive rows have >= 2 cells each."""
+    rows = group_rows(lines)
+    best: tuple[int, int] | None = None
+    start = None
+    for index in range(len(rows) + 1):
+        multi = index < len(rows) and len(rows[index]) >= 2
+        if multi and start is None:
+            start = index
+        if not multi and start is not None:
+            if index - start >= min_rows and (best is None or index - start > best[1] - best[0]):
+                best = (start, index)
+            start = None
+    if best is None:
+        return None
+    block = rows[best[0] : best[1]]
+    bands = _merge_bands([(cell.box[0], cell.box[2]) for row in block for cell in row])
+    grid = []
+    for row in block:
+        cells = [""] * len(bands)
+        for cell in row:
+            column = max(range(len(bands)), key=lambda i: _overlap(bands[i], (cell.box[0], cell.box[2])))
+            cells[column] = f"{cells[column]} {cell.text}".strip()
+        grid.append(cells)
+    return Table(grid, bands, best[0])
+
+
+def read_document(lines: list[TextLine], *, tables: bool = True) -> dict[str, Any]:
+    """Everything /ocr returns about the text: ordered lines, plain text, and the table if there is one."""
+    out: dict[str, Any] = {"lines": reading_order(lines), "text": lines_to_text(lines)}
+    if tables:
+        table = rebuild_table(lines)
+        out["tables"] = [table.to_dict()] if table else []
+    return out
+
+
+# ------------------------------------------------------------------ key fields under a caller's schema
+
+
+def validate_schema(schema: Any, *, max_bytes: int = 8192, max_depth: int = 5) -> dict[str, Any]:
+    """Refuse a caller's JSON schema that is too big, too deep or uses keywords we do not allow."""
+
+    def refuse(message: str) -> FlashvlError:
+        return FlashvlError("invalid_json_schema", message, 400)
+
+    if not isinstance(schema, dict):
+        raise refuse("schema must be a JSON object")
+    size = len(json.dumps(schema, ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise refuse(f"schema is {size} bytes; the limit is {max_bytes}")
+    if (
+        schema.get("type") != "object"
+        or not isinstance(schema.get("properties"), dict)
+        or not schema["properties"]
+    ):
+        raise refuse(
+            "the schema's root must be {'type': 'object', 'properties': {...}} with at least one property"
+        )
+    count = 0
+
+    def walk(node: Any, depth: int, where: str) -> None:
+        nonlocal count
+        if depth > max_depth:
+            raise refuse(f"schema nests deeper than {max_depth} levels at {where}")
+        if not isinstance(node, dict):
+            raise refuse(f"{where} must be an object")
+        unknown = set(node) - ALLOWED_SCHEMA_KEYWORDS
+        if unknown:
+            raise refuse(
+                f"{where} uses keywords not allowed here: {sorted(unknown)} "
+                f"(allowed: {sorted(ALLOWED_SCHEMA_KEYWORDS)})"
+            )
+        kinds = node.get("type")
+        for kind in kinds if isinstance(kinds, list) else [kinds] if kinds is not None else []:
+            if kind not in ALLOWED_TYPES:
+                raise refuse(f"{where}.type {kind!r} is not a JSON schema type")
+        if "additionalProperties" in node and not isinstance(node["additionalProperties"], bool):
+            raise refuse(f"{where}.additionalProperties must be true or false")
+        properties = node.get("properties", {})
+        if not isinstance(properties, dict):
+            raise refuse(f"{where}.properties must be an object")
+        for name, child in properties.items():
+            count += 1
+            if count > MAX_PROPERTIES:
+                raise refuse(f"schema has more than {MAX_PROPERTIES} properties")
+            walk(child, depth + 1, f"{where}.{name}")
+        required = node.get("required", [])
+        if not isinstance(required, list) or any(r not in properties for r in required):
+            raise refuse(f"{where}.required must list names from its properties")
+        if "items" in node:
+            walk(node["items"], depth + 1, f"{where}[]")
+
+    walk(schema, 1, "$")
+    return schema
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """A small check of the keywords we allow (type, required, properties, items, enum)."""
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds] if kinds else []
+    checks = {
+        "object": lambda v: isinstance(v, dict),
+        "array": lambda v: isinstance(v, list),
+        "string": lambda v: isinstance(v, str),
+        "boolean": lambda v: isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "null": lambda v: v is None,
+    }
+    if kinds and not any(checks[k](value) for k in kinds):
+        return False
+    if "enum" in schema and value not in schema["enum"]:
+        return False
+    if isinstance(value, dict):
+        if any(name not in value for name in schema.get("required", [])):
+            return False
+        return all(conforms(value[k], sub) for k, sub in schema.get("properties", {}).items() if k in value)
+    if isinstance(value, list) and "items" in schema:
+        return all(conforms(item, schema["items"]) for item in value)
+    return True
+
+
+EXTRACT_SYSTEM = (
+    "You extract fields from a document's text, read by OCR. Copy values exactly as they appear in the "
+    "text (numbers without currency words unless the field asks for them). Answer only with JSON that "
+    "matches the schema; use an empty string when a field is not in the text."
+)
+
+
+def _normalise(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def grounding(fields: Any, text: str, prefix: str = "") -> dict[str, bool]:
+    """For each scalar value: does it occur in the OCR text (ignoring case, spaces and punctuation)?"""
+    out: dict[str, bool] = {}
+    haystack = _normalise(text)
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            out |= grounding(value, text, f"{prefix}{key}.")
+    elif isinstance(fields, list):
+        for index, value in enumerate(fields):
+            out |= grounding(value, text, f"{prefix}{index}.")
+    elif fields not in (None, "") and not isinstance(fields, bool):
+        needle = _normalise(str(fields))
+        out[prefix.rstrip(".")] = bool(needle) and needle in haystack
+    return out
+
+
+async def extract_fields(
+    language: LanguageStage, text: str, schema: dict[str, Any], *, max_tokens: int = 256
+) -> dict[str, Any]:
+    """Key fields by the language stage under ``schema`` (validated by the caller)."""
+    request = ChatRequest(
+        [
+            ChatMessage("system", EXTRACT_SYSTEM),
+            ChatMessage(
+                "user", f"Schema: {json.dumps(schema, ensure_ascii=False)}\n\nDocument text:\n{text[:6000]}"
+            ),
+        ],
+        max_tokens=max_tokens,
+        temperature=0.0,
+        json_schema=schema,
+        seed=0,
+    )
+    generation = await language.generate(request)
+    try:
+        fields = json.loads(generation.text)
+    except json.JSONDecodeError as exc:
+        raise FlashvlError(
+            "extraction_failed",
+            f"the language stage returned no JSON ({exc}); raise max_tokens or simplify the schema",
+            502,
+        ) from None
+    return {
+        "fields": fields,
+        "valid": conforms(fields, schema),
+        "grounded": grounding(fields, text),
+        "confidence": generation.confidence,
+        "finish_reason": generation.finish_reason,
+        "seconds": round(generation.timings.total, 3),
+    }

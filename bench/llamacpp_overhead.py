@@ -98,7 +98,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.boxplot(list(samples.values()), labels=list(samples.keys()))
+    ax.boxplot(list(samples.values()), tick_labels=list(samples.keys()))
     ax.set(ylabel="seconds", title=f"Text-only chat: p50 ratio {ratio50:.3f}")
     fig.tight_layout()
     fig.savefig(args.out_dir / "llamacpp_overhead.png", dpi=110)

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="Largest image accepted, width*height, read from the header before decoding.",
         **_group("media"),
     )
+    max_image_metadata_bytes: int = Field(
+        1024 * 1024,
+        gt=0,
+        description="Largest amount of metadata (EXIF, comments, PNG text, ICC) an image may carry.",
+        **_group("media"),
+    )
     max_images_per_request: int = Field(4, ge=1, description="Images per request.", **_group("media"))
     allowed_formats: CommaList = Field(
         ["JPEG", "PNG", "WEBP", "BMP", "GIF"],

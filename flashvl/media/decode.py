@@ -134,6 +134,42 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
         return image
 
 
+_PNG_METADATA_CHUNKS = {b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"iCCP"}
+
+
+def metadata_bytes(data: bytes, fmt: str) -> int:
+    """Bytes of metadata (JPEG APPn/COM segments, PNG text/EXIF/ICC chunks) before the pixels.
+
+    Walks the container's own length fields without decoding anything; stops at the
+    first pixel data (JPEG SOS, PNG IDAT) or at a malformed length (decoding reports that).
+    """
+    total = 0
+    if fmt == "JPEG":
+        pos = 2
+        while pos + 4 <= len(data) and data[pos] == 0xFF:
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker == 0xDA or marker == 0xD9:  # start of scan / end of image
+                break
+            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+                total += length
+            pos += 2 + length
+    elif fmt == "PNG":
+        pos = 8
+        while pos + 8 <= len(data):
+            length = int.from_bytes(data[pos : pos + 4], "big")
+            kind = data[pos + 4 : pos + 8]
+            if kind == b"IDAT":
+                break
+            if kind in _PNG_METADATA_CHUNKS:
+                total += length
+            pos += 12 + length
+    return total
+
+
 def decode_image(data: bytes, settings: Settings, source: Source) -> LoadedImage:
     """Check and decode one image. Raises ``MediaError`` with a stable code on refusal.
 
@@ -155,6 +191,13 @@ def decode_image(data: bytes, settings: Settings, source: Source) -> LoadedImage
             "unsupported_format",
             f"The data is {what}. Accepted formats: {', '.join(accepted)}.",
             415,
+        )
+    if (meta := metadata_bytes(data, fmt)) > settings.max_image_metadata_bytes:
+        raise MediaError(
+            "image_metadata_too_large",
+            f"The image carries {meta} bytes of metadata (EXIF, comments, text, ICC); the limit is "
+            f"{settings.max_image_metadata_bytes} (setting max_image_metadata_bytes). Strip the metadata.",
+            413,
         )
     if fmt == "WEBP" and (canvas := _webp_canvas_size(data)) is not None:
         _check_dimensions(*canvas, settings)

@@ -149,14 +149,14 @@ def test_url_mode_forwards_the_original_url(glm_upstream: str, image_server: str
 class _Unavailable(http.server.BaseHTTPRequestHandler):
     hits = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         type(self).hits += 1
         self.send_response(503)
         self.send_header("retry-after", "7")
         self.end_headers()
         self.wfile.write(b'{"error": "overloaded"}')
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -78,3 +78,16 @@ def test_large_images_are_analysed_downscaled_with_boxes_in_original_pixels(stag
     result = asyncio.run(stage.see(request))
     person = next(b for b in result.boxes if b.label == "person")
     assert person.x2 > 1024 and person.y2 > 1500, "boxes must be scaled back to the 2048px original"
+
+
+def test_a_second_question_about_the_same_image_reuses_its_observations(stage: OfflineVisionStage) -> None:
+    buffer = io.BytesIO()
+    load("coffee").image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buffer, "JPEG")
+    image = decode_image(buffer.getvalue(), Settings(), "path")  # bytes no other test has sent
+    first = asyncio.run(stage.see(VisionRequest([image], "What colour is the cup?")))
+    second = asyncio.run(stage.see(VisionRequest([image], "Is this image safe for work?")))
+    assert "detect" in first.timings.steps and "observations_reused" in second.timings.steps
+    assert first.answer_source == "rule:colour" and second.answer_source == "rule:safety"
+    other = asyncio.run(stage.see(VisionRequest([load("chelsea")], "Is this image safe for work?")))
+    assert other.observations["image"] == {"width": 451, "height": 300}, "never another image's observations"
+    assert "cup" not in {o["label"] for o in other.observations["objects"]}

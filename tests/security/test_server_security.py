@@ -342,14 +342,13 @@ def test_hostile_files_are_refused_before_decoding_with_bounded_memory(server: t
     assert growth_mib < 160
 
 
-@pytest.mark.xfail(strict=True, reason="decode.py has no cap on JPEG metadata segments (reported)")
 def test_huge_jpeg_metadata_is_refused(server: tuple[str, int, Path]) -> None:
     base, _, _ = server
     data, content_type = hostile.build()["jpeg_huge_exif_metadata"]
     response = httpx.post(
         f"{base}/caption", files={"file": ("x.jpg", data, content_type)}, headers=auth(), timeout=60
     )
-    assert 400 <= response.status_code < 500
+    assert response.status_code == 413 and response.json()["error"]["code"] == "image_metadata_too_large"
 
 
 # ------------------------------------------------------------------ limits

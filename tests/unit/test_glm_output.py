@@ -54,7 +54,10 @@ def test_empty_think_block_from_thinking_off() -> None:
 
 
 def test_boxes_drawn_while_thinking_are_not_the_answers_boxes() -> None:
-    raw = "<think>maybe <|begin_of_box|>[1,1,2,2]<|end_of_box|></think>here <|begin_of_box|>[0,0,500,500]<|end_of_box|>"
+    raw = (
+        "<think>maybe <|begin_of_box|>[1,1,2,2]<|end_of_box|></think>"
+        "here <|begin_of_box|>[0,0,500,500]<|end_of_box|>"
+    )
     assert [b.norm for b in parse_output(raw, 100, 100).boxes] == [(0, 0, 500, 500)]
 
 

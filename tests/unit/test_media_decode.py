@@ -197,3 +197,28 @@ def test_exif_orientation_is_applied() -> None:
     top, bottom = loaded.image.getpixel((10, 5)), loaded.image.getpixel((10, 35))
     assert top[0] > 200 and top[2] < 60  # stored left (red) is displayed on top
     assert bottom[2] > 200 and bottom[0] < 60
+
+
+def test_metadata_over_the_cap_is_refused_before_decoding() -> None:
+    import io as _io
+
+    from PIL import Image as _Image
+
+    from flashvl.config import Settings as _Settings
+    from flashvl.errors import MediaError as _MediaError
+    from flashvl.media.decode import decode_image as _decode
+    from flashvl.media.decode import metadata_bytes
+
+    buffer = _io.BytesIO()
+    _Image.new("RGB", (32, 32), "red").save(buffer, "JPEG")
+    plain = buffer.getvalue()
+    # Insert three 60 KB COM segments right after SOI.
+    comment = b"\xff\xfe" + (60_002).to_bytes(2, "big") + b"x" * 60_000
+    bloated = plain[:2] + comment * 3 + plain[2:]
+    assert metadata_bytes(bloated, "JPEG") >= 180_000 > metadata_bytes(plain, "JPEG")
+    settings = _Settings(max_image_metadata_bytes=100_000)
+    _decode(plain, settings, "upload")
+    with pytest.raises(_MediaError) as refused:
+        _decode(bloated, settings, "upload")
+    assert refused.value.code == "image_metadata_too_large" and refused.value.status == 413
+    assert _decode(bloated, _Settings(), "upload").width == 32  # under the default 1 MiB cap

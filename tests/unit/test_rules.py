@@ -86,7 +86,9 @@ def test_count_rule() -> None:
     assert "found 2 person" in answer_by_rule("How many people are there?", obs, "en").text
     assert "2 个人" in answer_by_rule("图中有几个人?", obs, "zh").text
     none = answer_by_rule("How many cats are there?", make_obs([]), "en")
-    assert none is None  # 'cat' is not a detected label: the rule does not guess
+    assert none is not None and none.text.startswith("No cat was detected")  # honest, not "there is none"
+    assert "未检测到猫" in answer_by_rule("图里有几只猫?", make_obs([]), "zh").text
+    assert answer_by_rule("How many unicorns are there?", make_obs([]), "en") is None  # unknown class: no guess
 
 
 def test_read_text_rule() -> None:

@@ -137,7 +137,7 @@ def _script_weights(model, tokenizer) -> None:
             head[tokenizer.convert_tokens_to_ids(target)] += 50 * source_row / source_row.norm()
 
 
-def _printable_only(model, tokenizer) -> None:  # noqa: ANN001 - torch model and tokenizer
+def _printable_only(model, tokenizer) -> None:
     """Zero the head rows of every token but printable ASCII letters, digits and spaces: their logits
     are then 0 while the best printable one is almost surely positive, so the noise is readable
     (no broken UTF-8) and never ends early (no end token): each answer is ``max_tokens`` long."""

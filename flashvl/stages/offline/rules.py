@@ -163,19 +163,20 @@ def count_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | Non
     word = (match.group(1).lower() if match else None) or (zh.group(1) if zh else None)
     if not word:
         return None
+    from flashvl.stages.offline.detector import COCO_LABELS, COCO_LABELS_ZH
+
     label = "person" if word in _PEOPLE else None
-    labels = {o.label for o in obs.objects} | {"person"}
-    for candidate in labels:
+    for candidate in COCO_LABELS:  # any class the detector knows, detected or not
         if word.rstrip("s") == candidate or word == candidate + "es":
             label = candidate
-    zh_names = {o.label_zh: o.label for o in obs.objects}
+    zh_names = {zh: en for en, zh in COCO_LABELS_ZH.items()}
     label = label or zh_names.get(word)
     if label is None:
         return None
     found = [o for o in obs.objects if o.label == label]
     scores = ", ".join(f"{o.score:.2f}" for o in found)
     if lang == "zh":
-        name = found[0].label_zh if found else ("人" if label == "person" else label)
+        name = COCO_LABELS_ZH.get(label, label)
         text = (f"目标检测器检测到 {len(found)} 个{name}(置信度 {scores});过小或被遮挡的可能未被检出。"
                 if found else f"目标检测器未检测到{name};这不代表图中一定没有。")
     else:

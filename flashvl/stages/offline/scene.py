@@ -70,9 +70,11 @@ class Observations:
     disagreements: list[str] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)  # which parts ran
 
+    full_text: str = ""  # OCR text with cells of one row joined (tables read row by row)
+
     @property
     def text(self) -> str:
-        return "\n".join(line["text"] for line in self.text_lines)
+        return self.full_text or "\n".join(line["text"] for line in self.text_lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {

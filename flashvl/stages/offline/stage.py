@@ -10,12 +10,16 @@ everything else to the language stage.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING
+
+from cachetools import LRUCache
 
 import numpy as np
 from PIL import Image
 
-from flashvl.stages.base import Box, VisionRequest, VisionResult
+from flashvl.media.types import LoadedImage
+from flashvl.stages.base import Box, Timings, VisionRequest, VisionResult
 from flashvl.stages.offline.colours import background_and_foreground, dominant_colours
 from flashvl.stages.offline.describe import caption, describe
 from flashvl.stages.offline.rules import answer_by_rule
@@ -47,6 +51,7 @@ class OfflineVisionStage:
         unsafe_threshold: float = 0.8,
         concurrency: int = 1,
         max_pixels: int = 4_194_304,
+        memo_size: int = 64,
     ) -> None:
         self.model_id = "nanodet-coco80+efficientnet-lite2+open-nsfw+pp-ocr"
         self._threads = threads
@@ -60,6 +65,9 @@ class OfflineVisionStage:
         self._classifier: ImageClassifier | None = None
         self._safety: SafetyScorer | None = None
         self._reader: TextReader | None = None
+        # Observations per (image hash, pixel cap, forced OCR): bounded, per instance, thread-safe.
+        self._memo: LRUCache[tuple[str, int, bool], Observations] = LRUCache(maxsize=memo_size)
+        self._memo_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflineVisionStage:
@@ -101,14 +109,39 @@ class OfflineVisionStage:
     # ------------------------------------------------------------ the work
 
     def _see_sync(self, request: VisionRequest) -> VisionResult:
-        from flashvl.stages.base import Timings
-
-        assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
         timings = Timings()
         lang = detect_language(request.question)
         image = request.images[0]
+        max_pixels = request.max_pixels or self._max_pixels
+        force_ocr = request.task == "ocr"
+        key = (image.sha256, max_pixels, force_ocr)
+        with self._memo_lock:
+            obs = self._memo.get(key)
+        if obs is None:
+            obs = self._observe(image, max_pixels, force_ocr, timings)
+            with self._memo_lock:
+                self._memo[key] = obs
+        else:
+            timings.steps["observations_reused"] = 0.0
+        rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
+        description = describe(obs, lang)
+        return VisionResult(
+            stage=self.name,
+            description=caption(obs, lang) if request.task == "caption" else description,
+            observations=obs.to_dict() | {"description": description},
+            answer=rule.text if rule else None,
+            answer_source=rule.source if rule else None,
+            confidence=rule.confidence if rule else _caption_confidence(obs),
+            boxes=[o.box for o in obs.objects],
+            timings=timings,
+        )
+
+    def _observe(self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings) -> Observations:
+        """Run every part on one image. The result does not depend on the question, so it is
+        memoised per image (several questions about one image run the models once)."""
+        assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
         with timings.measure("resize"):
-            rgb, scale = _bounded_rgb(image.image, request.max_pixels or self._max_pixels)
+            rgb, scale = _bounded_rgb(image.image, max_pixels)
         obs = Observations(width=image.width, height=image.height)
         with timings.measure("detect"):
             from flashvl.stages.offline.detector import COCO_LABELS_ZH
@@ -134,28 +167,21 @@ class OfflineVisionStage:
                 if crop.size:
                     obj.colour = dominant_colours(crop, k=3)[0]
         with timings.measure("text_gate"):
-            obs.text_present = request.task in ("ocr",) or self._reader.has_text(rgb)
+            obs.text_present = force_ocr or self._reader.has_text(rgb)
         if obs.text_present:
             with timings.measure("ocr"):
+                from flashvl.stages.offline.ocr import lines_to_text
+
+                lines = self._reader.read(rgb)
                 obs.text_lines = [
                     {"text": line.text, "score": round(line.score, 4),
                      "box": [round(v / scale, 1) for v in line.box]}
-                    for line in self._reader.read(rgb)
+                    for line in lines
                 ]
+                obs.full_text = lines_to_text(lines)
         obs.disagreements = find_disagreements(obs.objects, obs.labels)
         obs.parts = list(timings.steps)
-        rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
-        description = describe(obs, lang)
-        return VisionResult(
-            stage=self.name,
-            description=caption(obs, lang) if request.task == "caption" else description,
-            observations=obs.to_dict() | {"description": description},
-            answer=rule.text if rule else None,
-            answer_source=rule.source if rule else None,
-            confidence=rule.confidence if rule else _caption_confidence(obs),
-            boxes=[o.box for o in obs.objects],
-            timings=timings,
-        )
+        return obs
 
 
 def _bounded_rgb(image: Image.Image, max_pixels: int) -> tuple[np.ndarray, float]:

@@ -20,30 +20,45 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "flashvl_requests_total", "HTTP requests by endpoint and status.", ["endpoint", "status"],
+            "flashvl_requests_total",
+            "HTTP requests by endpoint and status.",
+            ["endpoint", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "flashvl_request_seconds", "End-to-end request latency by endpoint.", ["endpoint"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "flashvl_request_seconds",
+            "End-to-end request latency by endpoint.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.stage_latency = Histogram(
-            "flashvl_stage_seconds", "Time spent in each stage.", ["stage", "backend"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "flashvl_stage_seconds",
+            "Time spent in each stage.",
+            ["stage", "backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.errors = Counter(
-            "flashvl_errors_total", "Refusals and failures by stable error code.", ["code"],
+            "flashvl_errors_total",
+            "Refusals and failures by stable error code.",
+            ["code"],
             registry=self.registry,
         )
         self.routes = Counter(
-            "flashvl_routes_total", "Answers by route (rule, direct, cascade, ...).", ["route"],
+            "flashvl_routes_total",
+            "Answers by route (rule, direct, cascade, ...).",
+            ["route"],
             registry=self.registry,
         )
         self.in_flight = Gauge("flashvl_requests_in_flight", "Requests being served.", registry=self.registry)
         self.ready = Gauge("flashvl_ready", "1 when every stage is loaded.", registry=self.registry)
         self.batch_size = Histogram(
-            "flashvl_batch_size", "Requests generated together per batch, by in-process stage.", ["stage"],
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=self.registry,
+            "flashvl_batch_size",
+            "Requests generated together per batch, by in-process stage.",
+            ["stage"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=self.registry,
         )
 
 

@@ -55,11 +55,13 @@ def image_server(image_dir: Path) -> Iterator[str]:
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
-def start_server(extra_args: list[str], log_path: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    extra_args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start ``flashvl serve`` as a real process and wait until /readyz says ready."""
     port = free_port()
     cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 def test_infer_snippet_objects_and_positions(live_server: str, image_server: str) -> None:
     url = f"{image_server}/astronaut.jpg"
-    result = requests.post(f"{live_server}/infer", json={"image_url": url, "prompt": "图中有哪些物体?它们的位置关系如何?"}).json()
+    result = requests.post(
+        f"{live_server}/infer", json={"image_url": url, "prompt": "图中有哪些物体?它们的位置关系如何?"}
+    ).json()
     assert result["vision_stage"] == "offline-pipeline"
     assert "人" in result["text"], result  # the detector finds the astronaut (a person)
     assert result["route"] == "rule"
@@ -30,15 +32,17 @@ def test_infer_snippet_objects_and_positions(live_server: str, image_server: str
 
 
 def test_caption_snippet(live_server: str, image_dir: Path) -> None:
-    caption = requests.post(f"{live_server}/caption", files={"file": open(image_dir / "coffee.jpg", "rb")}).json()[
-        "caption"
-    ]
+    caption = requests.post(
+        f"{live_server}/caption", files={"file": open(image_dir / "coffee.jpg", "rb")}  # noqa: SIM115 - the snippet, verbatim
+    ).json()["caption"]
     assert "cup" in caption.lower() or "espresso" in caption.lower() or "coffee" in caption.lower(), caption
 
 
 def test_predict_snippet_uses_language_stage(live_server: str, image_dir: Path) -> None:
     b64 = base64.b64encode((image_dir / "chelsea.jpg").read_bytes()).decode()
-    response = requests.post(f"{live_server}/api/predict", json={"data": ["这张图里有什么?", f"data:image/jpeg;base64,{b64}"]})
+    response = requests.post(
+        f"{live_server}/api/predict", json={"data": ["这张图里有什么?", f"data:image/jpeg;base64,{b64}"]}
+    )
     answer = response.json()["data"][0]
     assert isinstance(answer, str) and answer.strip()
     meta = response.json()["flashvl"]
@@ -55,10 +59,15 @@ def test_openai_client_url_and_base64(live_server: str, image_server: str, image
         completion = client.chat.completions.create(
             model="flashvl",
             max_tokens=48,
-            messages=[{"role": "user", "content": [
-                {"type": "text", "text": "What colour is the background?"},
-                {"type": "image_url", "image_url": {"url": image_url}},
-            ]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What colour is the background?"},
+                        {"type": "image_url", "image_url": {"url": image_url}},
+                    ],
+                }
+            ],
         )
         assert completion.choices[0].message.content
         assert completion.model_extra["flashvl"]["route"] == "rule"
@@ -71,10 +80,15 @@ def test_openai_client_streaming(live_server: str, image_server: str) -> None:
         model="flashvl",
         max_tokens=32,
         stream=True,
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is the cat doing?"},
-            {"type": "image_url", "image_url": {"url": f"{image_server}/chelsea.jpg"}},
-        ]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is the cat doing?"},
+                    {"type": "image_url", "image_url": {"url": f"{image_server}/chelsea.jpg"}},
+                ],
+            }
+        ],
     )
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1, "the answer should arrive in several pieces"
@@ -82,9 +96,20 @@ def test_openai_client_streaming(live_server: str, image_server: str) -> None:
 
 
 def test_stream_final_chunk_carries_stages(live_server: str, image_server: str) -> None:
-    body = {"model": "flashvl", "stream": True, "max_tokens": 16, "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Describe the rocket briefly."},
-        {"type": "image_url", "image_url": {"url": f"{image_server}/rocket.jpg"}}]}]}
+    body = {
+        "model": "flashvl",
+        "stream": True,
+        "max_tokens": 16,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe the rocket briefly."},
+                    {"type": "image_url", "image_url": {"url": f"{image_server}/rocket.jpg"}},
+                ],
+            }
+        ],
+    }
     events = []
     with httpx.stream("POST", f"{live_server}/v1/chat/completions", json=body, timeout=120) as response:
         assert response.status_code == 200
@@ -117,9 +142,13 @@ def test_errors_are_clear_and_counted(live_server: str, image_dir: Path) -> None
     assert bad.json()["error"]["code"] == "unsupported_format"
     both = httpx.post(f"{live_server}/infer", json={"prompt": "hi"})
     assert both.status_code == 422 and "image_url or image_base64" in both.json()["error"]["message"]
-    blocked = httpx.post(f"{live_server}/infer", json={"image_url": "http://127.0.0.2:9/x.jpg", "prompt": "hi"})
+    blocked = httpx.post(
+        f"{live_server}/infer", json={"image_url": "http://127.0.0.2:9/x.jpg", "prompt": "hi"}
+    )
     assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "url_address_blocked"
-    too_many = httpx.post(f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": "hi", "max_tokens": 10**6})
+    too_many = httpx.post(
+        f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": "hi", "max_tokens": 10**6}
+    )
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "max_tokens_too_large"
     metrics = httpx.get(f"{live_server}/metrics").text
     assert 'flashvl_errors_total{code="unsupported_format"}' in metrics
@@ -141,8 +170,11 @@ def test_body_cap_refuses_before_reading(live_server: str) -> None:
 
 
 def test_file_url_under_root_only(live_server: str, image_dir: Path) -> None:
-    ok = httpx.post(f"{live_server}/infer", json={"image_url": f"file://{image_dir / 'white.png'}",
-                                                   "prompt": "What colour is this image?"}, timeout=60)
+    ok = httpx.post(
+        f"{live_server}/infer",
+        json={"image_url": f"file://{image_dir / 'white.png'}", "prompt": "What colour is this image?"},
+        timeout=60,
+    )
     assert ok.status_code == 200 and "white" in ok.json()["text"]
     outside = httpx.post(f"{live_server}/infer", json={"image_url": "file:///etc/passwd", "prompt": "hi"})
     assert outside.status_code == 403 and outside.json()["error"]["code"] == "file_url_not_allowed"
@@ -160,5 +192,7 @@ def test_logs_are_json_without_prompts(live_server: str, server_log: Path) -> No
     httpx.post(f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": secret})
     lines = [line for line in server_log.read_text().splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
-    assert any(r.get("event") == "request" and r.get("endpoint") == "/infer" and "latency_ms" in r for r in records)
+    assert any(
+        r.get("event") == "request" and r.get("endpoint") == "/infer" and "latency_ms" in r for r in records
+    )
     assert secret not in server_log.read_text()

@@ -64,8 +64,11 @@ def test_colour_rule_splits_background_and_subject() -> None:
 
 
 def test_colour_of_a_named_object() -> None:
-    obs = make_obs([Box("cup", 0.8, 10, 10, 100, 100)], background=NamedColour("white", "白色", (255, 255, 255), 1),
-                   foreground=NamedColour("white", "白色", (255, 255, 255), 1))
+    obs = make_obs(
+        [Box("cup", 0.8, 10, 10, 100, 100)],
+        background=NamedColour("white", "白色", (255, 255, 255), 1),
+        foreground=NamedColour("white", "白色", (255, 255, 255), 1),
+    )
     obs.objects[0].colour = NamedColour("blue", "蓝色", (0, 0, 255), 0.7)
     assert "cup is mostly blue" in answer_by_rule("What color is the cup?", obs, "en").text
     assert "杯子的主要颜色是蓝色" in answer_by_rule("杯子是什么颜色?", obs, "zh").text
@@ -74,8 +77,11 @@ def test_colour_of_a_named_object() -> None:
 def test_reference_range_rule() -> None:
     rows = parse_range_rows("白细胞 WBC 15.2 4.0-10.0 10^9/L\n血红蛋白 Hb 135 115~150 g/L\nDate 2026-03-14")
     assert [(r.verdict) for r in rows] == ["high", "normal"]
-    obs = make_obs([], text_present=True,
-                   text_lines=[{"text": "白细胞 WBC 15.2 4.0-10.0 10^9/L", "score": 0.95, "box": [0, 0, 1, 1]}])
+    obs = make_obs(
+        [],
+        text_present=True,
+        text_lines=[{"text": "白细胞 WBC 15.2 4.0-10.0 10^9/L", "score": 0.95, "box": [0, 0, 1, 1]}],
+    )
     answer = answer_by_rule("白细胞是否正常?", obs, "zh")
     assert answer is not None and "偏高" in answer.text and answer.source == "rule:reference-range"
     assert "above" in answer_by_rule("Is the WBC normal?", obs, "en").text
@@ -88,12 +94,17 @@ def test_count_rule() -> None:
     none = answer_by_rule("How many cats are there?", make_obs([]), "en")
     assert none is not None and none.text.startswith("No cat was detected")  # honest, not "there is none"
     assert "未检测到猫" in answer_by_rule("图里有几只猫?", make_obs([]), "zh").text
-    assert answer_by_rule("How many unicorns are there?", make_obs([]), "en") is None  # unknown class: no guess
+    assert (
+        answer_by_rule("How many unicorns are there?", make_obs([]), "en") is None
+    )  # unknown class: no guess
 
 
 def test_read_text_rule() -> None:
     lines = [{"text": "ROAD WORK AHEAD", "score": 0.9, "box": [0, 0, 1, 1]}]
-    assert answer_by_rule("What does the sign say?", make_obs([], text_lines=lines), "en").text == "ROAD WORK AHEAD"
+    assert (
+        answer_by_rule("What does the sign say?", make_obs([], text_lines=lines), "en").text
+        == "ROAD WORK AHEAD"
+    )
     assert "No text" in answer_by_rule("What is written here?", make_obs([]), "en").text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 
@@ -50,7 +51,7 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
 
 
 @router.post("/caption", response_model=CaptionResponse)
-async def caption(request: Request, state: Ready, file: UploadFile = File(...)) -> dict[str, object]:
+async def caption(request: Request, state: Ready, file: Annotated[UploadFile, File()]) -> dict[str, object]:
     """Caption an uploaded image (multipart field ``file``)."""
     image = await state.intake.from_upload(file)
     answer = await answer_query(request, state, Query(images=[image], task="caption"))

@@ -34,7 +34,12 @@ class NamedColour:
     share: float  # fraction of the region's pixels this colour covers
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "name_zh": self.name_zh, "rgb": list(self.rgb), "share": round(self.share, 3)}
+        return {
+            "name": self.name,
+            "name_zh": self.name_zh,
+            "rgb": list(self.rgb),
+            "share": round(self.share, 3),
+        }
 
 
 def name_colour(rgb: tuple[int, int, int] | np.ndarray) -> tuple[str, str]:
@@ -57,7 +62,9 @@ def name_colour(rgb: tuple[int, int, int] | np.ndarray) -> tuple[str, str]:
 
 def dominant_colours(rgb: np.ndarray, k: int = 3) -> list[NamedColour]:
     """Main colours of a region, largest share first (k-means on a small copy)."""
-    small = cv2.resize(rgb, (48, 48), interpolation=cv2.INTER_AREA) if rgb.shape[0] * rgb.shape[1] > 2304 else rgb
+    small = (
+        cv2.resize(rgb, (48, 48), interpolation=cv2.INTER_AREA) if rgb.shape[0] * rgb.shape[1] > 2304 else rgb
+    )
     pixels = small.reshape(-1, 3).astype(np.float32)
     k = max(1, min(k, len(pixels)))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
@@ -83,7 +90,12 @@ def background_and_foreground(rgb: np.ndarray) -> tuple[NamedColour, NamedColour
     h, w = rgb.shape[:2]
     bh, bw = max(1, h // 10), max(1, w // 10)
     ring = np.concatenate(
-        [rgb[:bh].reshape(-1, 3), rgb[-bh:].reshape(-1, 3), rgb[:, :bw].reshape(-1, 3), rgb[:, -bw:].reshape(-1, 3)]
+        [
+            rgb[:bh].reshape(-1, 3),
+            rgb[-bh:].reshape(-1, 3),
+            rgb[:, :bw].reshape(-1, 3),
+            rgb[:, -bw:].reshape(-1, 3),
+        ]
     )
     side = int(np.sqrt(len(ring))) or 1
     background = dominant_colours(ring[: side * side].reshape(side, side, 3))[0]

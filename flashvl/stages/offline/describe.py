@@ -11,12 +11,29 @@ from __future__ import annotations
 from flashvl.stages.offline.scene import Observations, SceneObject
 from flashvl.tasks.language import Lang
 
-_POS_ZH = {"left": "左侧", "centre": "中间", "right": "右侧", "top": "上方", "middle": "中部", "bottom": "下方"}
+_POS_ZH = {
+    "left": "左侧",
+    "centre": "中间",
+    "right": "右侧",
+    "top": "上方",
+    "middle": "中部",
+    "bottom": "下方",
+}
 _SIZE_ZH = {"large": "大", "medium": "中等", "small": "小"}
-_REL_EN = {"left_of": "is left of", "right_of": "is right of", "above": "is above", "below": "is below",
-           "overlaps": "overlaps"}
-_REL_ZH = {"left_of": "在{b}的左边", "right_of": "在{b}的右边", "above": "在{b}的上方", "below": "在{b}的下方",
-           "overlaps": "与{b}重叠"}
+_REL_EN = {
+    "left_of": "is left of",
+    "right_of": "is right of",
+    "above": "is above",
+    "below": "is below",
+    "overlaps": "overlaps",
+}
+_REL_ZH = {
+    "left_of": "在{b}的左边",
+    "right_of": "在{b}的右边",
+    "above": "在{b}的上方",
+    "below": "在{b}的下方",
+    "overlaps": "与{b}重叠",
+}
 MAX_LISTED_OBJECTS = 8
 MIN_LABEL_SCORE = 0.12
 
@@ -32,8 +49,10 @@ def _where_en(o: SceneObject) -> str:
 def _where_zh(o: SceneObject) -> str:
     if o.horizontal == "centre" and o.vertical == "middle":
         return "画面中央"
-    return "画面" + (_POS_ZH[o.vertical] if o.vertical != "middle" else "") + (
-        _POS_ZH[o.horizontal] if o.horizontal != "centre" else ""
+    return (
+        "画面"
+        + (_POS_ZH[o.vertical] if o.vertical != "middle" else "")
+        + (_POS_ZH[o.horizontal] if o.horizontal != "centre" else "")
     )
 
 
@@ -57,18 +76,23 @@ def describe_objects(obs: Observations, lang: Lang) -> str:
         )
     if lang == "zh":
         parts = [
-            f"{_name(obs, o.ref, lang)}(置信度{o.score:.2f},{_where_zh(o)},{_SIZE_ZH[o.size]})" for o in listed
+            f"{_name(obs, o.ref, lang)}(置信度{o.score:.2f},{_where_zh(o)},{_SIZE_ZH[o.size]})"
+            for o in listed
         ]
         text = "目标检测器检测到:" + "、".join(parts) + "。"
-        rels = [f"{_name(obs, r.subject, lang)}{_REL_ZH[r.relation].format(b=_name(obs, r.object, lang))}"
-                for r in obs.relations]
+        rels = [
+            f"{_name(obs, r.subject, lang)}{_REL_ZH[r.relation].format(b=_name(obs, r.object, lang))}"
+            for r in obs.relations
+        ]
         if rels:
             text += "位置关系:" + ";".join(rels) + "。"
     else:
         parts = [f"{_name(obs, o.ref, lang)} ({o.score:.2f}, {_where_en(o)}, {o.size})" for o in listed]
         text = "The object detector found: " + "; ".join(parts) + "."
-        rels = [f"{_name(obs, r.subject, lang)} {_REL_EN[r.relation]} {_name(obs, r.object, lang)}"
-                for r in obs.relations]
+        rels = [
+            f"{_name(obs, r.subject, lang)} {_REL_EN[r.relation]} {_name(obs, r.object, lang)}"
+            for r in obs.relations
+        ]
         if rels:
             text += " Positions: " + "; ".join(rels) + "."
     if len(obs.objects) > len(listed):
@@ -80,14 +104,18 @@ def describe_objects(obs: Observations, lang: Lang) -> str:
 def _labels(obs: Observations, lang: Lang) -> str:
     kept = [label for label in obs.labels if label["score"] >= MIN_LABEL_SCORE][:3]
     if not kept:
-        return "" if lang == "en" else ""
+        return ""
     if lang == "zh":
-        return "图像分类器(ImageNet)认为可能是:" + "、".join(
-            f"{label['name_zh']}({label['score']:.0%})" for label in kept
-        ) + "。"
-    return "Likely scene/object labels (ImageNet classifier): " + ", ".join(
-        f"{label['name']} ({label['score']:.0%})" for label in kept
-    ) + "."
+        return (
+            "图像分类器(ImageNet)认为可能是:"
+            + "、".join(f"{label['name_zh']}({label['score']:.0%})" for label in kept)
+            + "。"
+        )
+    return (
+        "Likely scene/object labels (ImageNet classifier): "
+        + ", ".join(f"{label['name']} ({label['score']:.0%})" for label in kept)
+        + "."
+    )
 
 
 def _text(obs: Observations, lang: Lang, max_chars: int = 600) -> str:
@@ -125,14 +153,20 @@ def _colours(obs: Observations, lang: Lang) -> str:
 
 def describe(obs: Observations, lang: Lang) -> str:
     """The full account, one fact per sentence, for people and for the language stage."""
-    head = (
-        f"图像尺寸 {obs.width}x{obs.height}。" if lang == "zh" else f"Image size {obs.width}x{obs.height}."
-    )
-    pieces = [head, describe_objects(obs, lang), _labels(obs, lang), _colours(obs, lang), _text(obs, lang),
-              _safety(obs, lang)]
+    head = f"图像尺寸 {obs.width}x{obs.height}。" if lang == "zh" else f"Image size {obs.width}x{obs.height}."
+    pieces = [
+        head,
+        describe_objects(obs, lang),
+        _labels(obs, lang),
+        _colours(obs, lang),
+        _text(obs, lang),
+        _safety(obs, lang),
+    ]
     if obs.disagreements:
         pieces.append(
-            ("各部件结论不一致:" if lang == "zh" else "The parts disagree: ") + "; ".join(obs.disagreements) + "."
+            ("各部件结论不一致:" if lang == "zh" else "The parts disagree: ")
+            + "; ".join(obs.disagreements)
+            + "."
         )
     return "\n".join(p for p in pieces if p)
 

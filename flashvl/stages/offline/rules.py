@@ -31,7 +31,9 @@ def _has(pattern: str, text: str) -> bool:
 # ------------------------------------------------------------------ safety
 
 _SAFETY_EN = r"\b(nsfw|sfw|porn\w*|nud(e|ity)|explicit|adult content|safe for work)\b"
-_SAFETY_EN_CTX = r"\b(safe|appropriate|inappropriate|offensive)\b.*\b(image|picture|photo|content|this|view)\b"
+_SAFETY_EN_CTX = (
+    r"\b(safe|appropriate|inappropriate|offensive)\b.*\b(image|picture|photo|content|this|view)\b"
+)
 _SAFETY_ZH = r"(色情|不雅|低俗|裸露|涉黄|违规|敏感|(安全|合适|适合).*(图|内容|浏览|观看|工作|展示))"
 
 
@@ -79,20 +81,30 @@ def colour_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | No
     if target and target.colour:
         c = target.colour
         if lang == "zh":
-            return RuleAnswer(f"{target.label_zh}的主要颜色是{c.name_zh}(按检测框内像素统计)。", "rule:colour", c.share)
+            return RuleAnswer(
+                f"{target.label_zh}的主要颜色是{c.name_zh}(按检测框内像素统计)。", "rule:colour", c.share
+            )
         return RuleAnswer(
-            f"The {target.label} is mostly {c.name} (measured from the pixels in its box).", "rule:colour", c.share
+            f"The {target.label} is mostly {c.name} (measured from the pixels in its box).",
+            "rule:colour",
+            c.share,
         )
     bg, fg = obs.background, obs.foreground
     if _has(r"background|背景", question):
         text = f"背景主要是{bg.name_zh}。" if lang == "zh" else f"The background is mostly {bg.name}."
         return RuleAnswer(text, "rule:colour", round(bg.share, 4))
     if lang == "zh":
-        text = (f"图像主色调是{bg.name_zh}。" if bg.name == fg.name
-                else f"主体(画面中央)主要是{fg.name_zh},背景主要是{bg.name_zh}。")
+        text = (
+            f"图像主色调是{bg.name_zh}。"
+            if bg.name == fg.name
+            else f"主体(画面中央)主要是{fg.name_zh},背景主要是{bg.name_zh}。"
+        )
     else:
-        text = (f"The image is mostly {bg.name}." if bg.name == fg.name
-                else f"The main subject (centre) is mostly {fg.name}; the background is mostly {bg.name}.")
+        text = (
+            f"The image is mostly {bg.name}."
+            if bg.name == fg.name
+            else f"The main subject (centre) is mostly {fg.name}; the background is mostly {bg.name}."
+        )
     return RuleAnswer(text, "rule:colour", round(fg.share, 4))
 
 
@@ -139,15 +151,24 @@ def range_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | Non
     rows = parse_range_rows(obs.text)
     if not rows:
         return None
-    named = [r for r in rows if r.name.lower() in question.lower() or question.lower().find(r.name.lower()) >= 0]
+    named = [
+        r for r in rows if r.name.lower() in question.lower() or question.lower().find(r.name.lower()) >= 0
+    ]
     chosen = named or rows
     if lang == "zh":
         words = {"high": "高于参考范围(偏高)", "low": "低于参考范围(偏低)", "normal": "在参考范围内(正常)"}
-        text = ";".join(f"{r.name} {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "。"
+        text = (
+            ";".join(f"{r.name} {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "。"
+        )
     else:
-        words = {"high": "is above the reference range", "low": "is below the reference range",
-                 "normal": "is within the reference range"}
-        text = "; ".join(f"{r.name}: {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "."
+        words = {
+            "high": "is above the reference range",
+            "low": "is below the reference range",
+            "normal": "is within the reference range",
+        }
+        text = (
+            "; ".join(f"{r.name}: {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "."
+        )
     scores = [line["score"] for line in obs.text_lines]
     return RuleAnswer(text, "rule:reference-range", round(min(scores), 4) if scores else None)
 
@@ -177,18 +198,28 @@ def count_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | Non
     scores = ", ".join(f"{o.score:.2f}" for o in found)
     if lang == "zh":
         name = COCO_LABELS_ZH.get(label, label)
-        text = (f"目标检测器检测到 {len(found)} 个{name}(置信度 {scores});过小或被遮挡的可能未被检出。"
-                if found else f"目标检测器未检测到{name};这不代表图中一定没有。")
+        text = (
+            f"目标检测器检测到 {len(found)} 个{name}(置信度 {scores});过小或被遮挡的可能未被检出。"
+            if found
+            else f"目标检测器未检测到{name};这不代表图中一定没有。"
+        )
     else:
-        text = (f"The object detector found {len(found)} {label}(s) (scores {scores}); "
-                "small or hidden ones may be missed." if found
-                else f"No {label} was detected; that does not prove there is none.")
+        text = (
+            f"The object detector found {len(found)} {label}(s) (scores {scores}); "
+            "small or hidden ones may be missed."
+            if found
+            else f"No {label} was detected; that does not prove there is none."
+        )
     confidence = min(o.score for o in found) if found else None
     return RuleAnswer(text, "rule:count", confidence)
 
 
-_READ_EN = r"what (does|do) the (text|sign|label|words?)|read the|what is written|transcribe|\bocr\b|extract (the )?text"
-_READ_ZH = r"文字是什么|写了什么|写的什么|写着什么|识别文字|提取文字|图中的文字|图片里的文字|图里的文字|上面写"
+_READ_EN = (
+    r"what (does|do) the (text|sign|label|words?)|read the|what is written|transcribe|\bocr\b|extract (the )?text"
+)
+_READ_ZH = (
+    r"文字是什么|写了什么|写的什么|写着什么|识别文字|提取文字|图中的文字|图片里的文字|图里的文字|上面写"
+)
 
 
 def read_text_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
@@ -201,7 +232,9 @@ def read_text_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer |
     return RuleAnswer(obs.text, "rule:ocr", round(mean, 4))
 
 
-_OBJECTS_EN = r"\b(what objects|which objects|objects?\b.*\b(where|position|located))|\bwhere (is|are)\b|\bpositions?\b"
+_OBJECTS_EN = (
+    r"\b(what objects|which objects|objects?\b.*\b(where|position|located))|\bwhere (is|are)\b|\bpositions?\b"
+)
 _OBJECTS_ZH = r"哪些物体|什么物体|位置关系|在哪|位置"
 
 
@@ -209,7 +242,9 @@ def objects_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | N
     if not (_has(_OBJECTS_EN, question) or _has(_OBJECTS_ZH, question)):
         return None
     scores = [o.score for o in obs.objects[:8]]
-    return RuleAnswer(describe_objects(obs, lang), "rule:objects", round(sum(scores) / len(scores), 4) if scores else None)
+    return RuleAnswer(
+        describe_objects(obs, lang), "rule:objects", round(sum(scores) / len(scores), 4) if scores else None
+    )
 
 
 Rule = Callable[[str, Observations, Lang], RuleAnswer | None]

@@ -13,9 +13,8 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
-from cachetools import LRUCache
-
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from flashvl.media.types import LoadedImage
@@ -136,7 +135,9 @@ class OfflineVisionStage:
             timings=timings,
         )
 
-    def _observe(self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings) -> Observations:
+    def _observe(
+        self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings
+    ) -> Observations:
         """Run every part on one image. The result does not depend on the question, so it is
         memoised per image (several questions about one image run the models once)."""
         assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
@@ -151,13 +152,22 @@ class OfflineVisionStage:
             obs.relations = relate(obs.objects)
         with timings.measure("classify"):
             obs.labels = [
-                {"index": label.index, "name": label.name, "name_zh": label.name_zh, "score": round(label.score, 4)}
+                {
+                    "index": label.index,
+                    "name": label.name,
+                    "name_zh": label.name_zh,
+                    "score": round(label.score, 4),
+                }
                 for label in self._classifier.classify(rgb, top_k=5)
             ]
         with timings.measure("safety"):
             obs.nsfw_score = round(float(self._safety.score(rgb)), 4)
             obs.safety_verdict = (
-                "safe" if obs.nsfw_score < self._safe else "unsafe" if obs.nsfw_score > self._unsafe else "uncertain"
+                "safe"
+                if obs.nsfw_score < self._safe
+                else "unsafe"
+                if obs.nsfw_score > self._unsafe
+                else "uncertain"
             )
         with timings.measure("colours"):
             obs.background, obs.foreground = background_and_foreground(rgb)
@@ -174,8 +184,11 @@ class OfflineVisionStage:
 
                 lines = self._reader.read(rgb)
                 obs.text_lines = [
-                    {"text": line.text, "score": round(line.score, 4),
-                     "box": [round(v / scale, 1) for v in line.box]}
+                    {
+                        "text": line.text,
+                        "score": round(line.score, 4),
+                        "box": [round(v / scale, 1) for v in line.box],
+                    }
                     for line in lines
                 ]
                 obs.full_text = lines_to_text(lines)

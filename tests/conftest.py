@@ -65,6 +65,8 @@ def start_server(
     """Start ``flashvl serve`` as a real process and wait until /readyz says ready."""
     port = free_port()
     cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if "--jobs-sqlite-path" not in extra_args:  # each test server gets its own job queue, not ~/.cache's
+        cmd += ["--jobs-sqlite-path", str(log_path.parent / f"jobs-{port}.sqlite3")]
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"

@@ -333,7 +333,9 @@ class Pipeline:
         assert isinstance(self.vision, StreamingVisionStage)
         request = self._vision_request(query)
         start = time.perf_counter()
-        key = vision_cache_key(self.vision, request) if self.cache is not None else None
+        # A sampled answer (temperature > 0) is one draw among many: caching it would freeze it.
+        cacheable = self.cache is not None and not request.temperature
+        key = vision_cache_key(self.vision, request) if cacheable else None
         seen = await self.cache.get(key) if self.cache is not None and key else None
         cached = seen is not None
         if seen is None:
@@ -351,6 +353,8 @@ class Pipeline:
                 await self.cache.set(key, seen)
         text = seen.answer if seen.answer is not None else seen.description
         if cached:
+            if seen.thinking:
+                yield TextDelta(seen.thinking, kind="thinking")
             yield TextDelta(text)
         record = StageRecord(
             "vision",
@@ -360,7 +364,7 @@ class Pipeline:
             steps=dict(seen.timings.steps) if not cached else {"cache": time.perf_counter() - start},
         )
         cache_info = {
-            "vision": ("hit" if cached else "miss") if self.cache is not None else "off",
+            "vision": ("hit" if cached else "miss") if key else "off",
             "backend": self.cache.name if self.cache is not None else None,
         }
         yield Answer(
@@ -378,6 +382,8 @@ class Pipeline:
             cache=cache_info,
             route_decision=decision.to_dict() if decision else None,
             intermediate={"vision": _vision_output(seen)},
+            prompt_tokens=int(seen.observations.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(seen.observations.get("completion_tokens", 0) or 0),
         )
 
     def _vision_request(self, query: Query, question: str | None = None) -> VisionRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import pytest
 from PIL import Image
@@ -103,7 +104,9 @@ def vision():
 
 
 def loaded(image: Image.Image) -> LoadedImage:
-    return LoadedImage(image.convert("RGB"), "test", "PNG", image.width, image.height, 0, "path")
+    rgb = image.convert("RGB")
+    digest = hashlib.sha256(rgb.tobytes()).hexdigest()  # a real identity: stages memoise by it
+    return LoadedImage(rgb, digest, "PNG", image.width, image.height, 0, "path")
 
 
 def judge(vision, image: Image.Image):

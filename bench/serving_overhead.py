@@ -255,7 +255,8 @@ def photo_jpeg() -> bytes:
 
 
 async def run(args: argparse.Namespace) -> int:
-    settings = load_settings({"max_tokens": args.max_tokens})
+    # No caching on either side: every request does the real work, so the ratio is the serving overhead.
+    settings = load_settings({"max_tokens": args.max_tokens, "vision_cache": "none", "vision_memo_size": 0})
     image = photo_jpeg()
     endpoints = [
         Endpoint("/infer (rule)", "/infer", RULE_QUESTION, args.n_rule, "rule"),
@@ -266,7 +267,9 @@ async def run(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()
     log_path = Path(tempfile.mkdtemp(prefix="flashvl-bench-")) / "server.log"
     print(f"starting flashvl serve (log: {log_path})", file=sys.stderr)
-    proc, base, cold_start = start_server(["--max-tokens", str(args.max_tokens)], log_path)
+    proc, base, cold_start = start_server(
+        ["--max-tokens", str(args.max_tokens), "--vision-cache", "none", "--vision-memo-size", "0"], log_path
+    )
     try:
         start = time.perf_counter()
         pipeline = await load_pipeline(settings)

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="Images are downscaled to at most this many pixels before analysis (boxes map back).",
         **_group("stages"),
     )
+    vision_memo_size: int = Field(
+        64,
+        ge=0,
+        description="Images whose offline observations are kept for follow-up questions (0: off).",
+        **_group("stages"),
+    )
     vision_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per vision model (0: all cores).", **_group("stages")
     )

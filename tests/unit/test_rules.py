@@ -94,17 +94,12 @@ def test_count_rule() -> None:
     none = answer_by_rule("How many cats are there?", make_obs([]), "en")
     assert none is not None and none.text.startswith("No cat was detected")  # honest, not "there is none"
     assert "未检测到猫" in answer_by_rule("图里有几只猫?", make_obs([]), "zh").text
-    assert (
-        answer_by_rule("How many unicorns are there?", make_obs([]), "en") is None
-    )  # unknown class: no guess
+    assert answer_by_rule("How many unicorns are there?", make_obs([]), "en") is None  # unknown class: no guess
 
 
 def test_read_text_rule() -> None:
     lines = [{"text": "ROAD WORK AHEAD", "score": 0.9, "box": [0, 0, 1, 1]}]
-    assert (
-        answer_by_rule("What does the sign say?", make_obs([], text_lines=lines), "en").text
-        == "ROAD WORK AHEAD"
-    )
+    assert answer_by_rule("What does the sign say?", make_obs([], text_lines=lines), "en").text == "ROAD WORK AHEAD"
     assert "No text" in answer_by_rule("What is written here?", make_obs([]), "en").text
 
 
@@ -127,3 +122,21 @@ def test_caption_mentions_subject_without_overclaiming() -> None:
     obs.labels = [{"index": 967, "name": "espresso", "name_zh": "浓缩咖啡", "score": 0.7}]
     assert caption(obs, "en").startswith("An image that likely shows espresso")
     assert "浓缩咖啡" in caption(obs, "zh")
+
+
+def test_count_mentions_the_classifier_when_the_detector_missed_the_animal() -> None:
+    obs = make_obs([Box("person", 0.59, 0, 0, 100, 100)])
+    obs.labels = [{"index": 285, "name": "Egyptian cat", "name_zh": "埃及猫", "score": 0.62}]
+    zh = answer_by_rule("图里有几只猫?", obs, "zh").text
+    assert "未检测到猫" in zh and "埃及猫" in zh and "至少有一个" in zh
+    assert "Egyptian cat (62%)" in answer_by_rule("How many cats are there?", obs, "en").text
+
+
+def test_range_rule_answers_only_the_named_row() -> None:
+    text = "白细胞 WBC\t15.2\t10^9/L\t4.0-10.0\n血红蛋白 HGB\t138\tg/L\t130-175"
+    obs = make_obs(
+        [], text_present=True, full_text=text, text_lines=[{"text": "白细胞 WBC", "score": 0.9, "box": [0, 0, 1, 1]}]
+    )
+    answer = answer_by_rule("白细胞结果正常吗?", obs, "zh").text
+    assert "偏高" in answer and "血红蛋白" not in answer
+    assert "HGB" in answer_by_rule("Is the HGB normal?", obs, "en").text

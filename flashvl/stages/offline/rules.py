@@ -31,9 +31,7 @@ def _has(pattern: str, text: str) -> bool:
 # ------------------------------------------------------------------ safety
 
 _SAFETY_EN = r"\b(nsfw|sfw|porn\w*|nud(e|ity)|explicit|adult content|safe for work)\b"
-_SAFETY_EN_CTX = (
-    r"\b(safe|appropriate|inappropriate|offensive)\b.*\b(image|picture|photo|content|this|view)\b"
-)
+_SAFETY_EN_CTX = r"\b(safe|appropriate|inappropriate|offensive)\b.*\b(image|picture|photo|content|this|view)\b"
 _SAFETY_ZH = r"(色情|不雅|低俗|裸露|涉黄|违规|敏感|(安全|合适|适合).*(图|内容|浏览|观看|工作|展示))"
 
 
@@ -81,9 +79,7 @@ def colour_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | No
     if target and target.colour:
         c = target.colour
         if lang == "zh":
-            return RuleAnswer(
-                f"{target.label_zh}的主要颜色是{c.name_zh}(按检测框内像素统计)。", "rule:colour", c.share
-            )
+            return RuleAnswer(f"{target.label_zh}的主要颜色是{c.name_zh}(按检测框内像素统计)。", "rule:colour", c.share)
         return RuleAnswer(
             f"The {target.label} is mostly {c.name} (measured from the pixels in its box).",
             "rule:colour",
@@ -151,24 +147,20 @@ def range_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | Non
     rows = parse_range_rows(obs.text)
     if not rows:
         return None
-    named = [
-        r for r in rows if r.name.lower() in question.lower() or question.lower().find(r.name.lower()) >= 0
-    ]
+    # A row is named when any word of its name ("白细胞", "WBC") appears in the question.
+    q = question.lower()
+    named = [r for r in rows if any(token.lower() in q for token in r.name.split() if len(token) > 1)]
     chosen = named or rows
     if lang == "zh":
         words = {"high": "高于参考范围(偏高)", "low": "低于参考范围(偏低)", "normal": "在参考范围内(正常)"}
-        text = (
-            ";".join(f"{r.name} {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "。"
-        )
+        text = ";".join(f"{r.name} {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "。"
     else:
         words = {
             "high": "is above the reference range",
             "low": "is below the reference range",
             "normal": "is within the reference range",
         }
-        text = (
-            "; ".join(f"{r.name}: {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "."
-        )
+        text = "; ".join(f"{r.name}: {r.value:g} {words[r.verdict]} {r.low:g}-{r.high:g}" for r in chosen) + "."
     scores = [line["score"] for line in obs.text_lines]
     return RuleAnswer(text, "rule:reference-range", round(min(scores), 4) if scores else None)
 
@@ -205,21 +197,35 @@ def count_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | Non
         )
     else:
         text = (
-            f"The object detector found {len(found)} {label}(s) (scores {scores}); "
-            "small or hidden ones may be missed."
+            f"The object detector found {len(found)} {label}(s) (scores {scores}); small or hidden ones may be missed."
             if found
             else f"No {label} was detected; that does not prove there is none."
+        )
+    if not found and (top := _classifier_hint(obs, label)) is not None:
+        text += (
+            f"不过图像分类器认为主体可能是{top['name_zh']}({top['score']:.0%}),所以图中很可能至少有一个。"
+            if lang == "zh"
+            else f" But the image classifier's top label is {top['name']} ({top['score']:.0%}), "
+            "so there is likely at least one."
         )
     confidence = min(o.score for o in found) if found else None
     return RuleAnswer(text, "rule:count", confidence)
 
 
+def _classifier_hint(obs: Observations, label: str) -> dict | None:
+    """The classifier's top label when it names the animal the detector missed (cat, dog, bird)."""
+    from flashvl.stages.offline.scene import imagenet_group
+
+    if not obs.labels or obs.labels[0]["score"] < 0.3 or label not in {"cat", "dog", "bird"}:
+        return None
+    top = obs.labels[0]
+    return top if imagenet_group(int(top["index"])) == label else None
+
+
 _READ_EN = (
     r"what (does|do) the (text|sign|label|words?)|read the|what is written|transcribe|\bocr\b|extract (the )?text"
 )
-_READ_ZH = (
-    r"文字是什么|写了什么|写的什么|写着什么|识别文字|提取文字|图中的文字|图片里的文字|图里的文字|上面写"
-)
+_READ_ZH = r"文字是什么|写了什么|写的什么|写着什么|识别文字|提取文字|图中的文字|图片里的文字|图里的文字|上面写"
 
 
 def read_text_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
@@ -232,9 +238,7 @@ def read_text_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer |
     return RuleAnswer(obs.text, "rule:ocr", round(mean, 4))
 
 
-_OBJECTS_EN = (
-    r"\b(what objects|which objects|objects?\b.*\b(where|position|located))|\bwhere (is|are)\b|\bpositions?\b"
-)
+_OBJECTS_EN = r"\b(what objects|which objects|objects?\b.*\b(where|position|located))|\bwhere (is|are)\b|\bpositions?\b"
 _OBJECTS_ZH = r"哪些物体|什么物体|位置关系|在哪|位置"
 
 

@@ -65,7 +65,9 @@ class OfflineVisionStage:
         self._safety: SafetyScorer | None = None
         self._reader: TextReader | None = None
         # Observations per (image hash, pixel cap, forced OCR): bounded, per instance, thread-safe.
-        self._memo: LRUCache[tuple[str, int, bool], Observations] = LRUCache(maxsize=memo_size)
+        self._memo: LRUCache[tuple[str, int, bool], Observations] | None = (
+            LRUCache(maxsize=memo_size) if memo_size > 0 else None
+        )
         self._memo_lock = threading.Lock()
 
     @classmethod
@@ -76,6 +78,7 @@ class OfflineVisionStage:
             safe_threshold=settings.safety_safe_threshold,
             unsafe_threshold=settings.safety_unsafe_threshold,
             max_pixels=settings.vision_max_pixels,
+            memo_size=settings.vision_memo_size,
         )
 
     @property
@@ -115,11 +118,12 @@ class OfflineVisionStage:
         force_ocr = request.task == "ocr"
         key = (image.sha256, max_pixels, force_ocr)
         with self._memo_lock:
-            obs = self._memo.get(key)
+            obs = self._memo.get(key) if self._memo is not None else None
         if obs is None:
             obs = self._observe(image, max_pixels, force_ocr, timings)
-            with self._memo_lock:
-                self._memo[key] = obs
+            if self._memo is not None:
+                with self._memo_lock:
+                    self._memo[key] = obs
         else:
             timings.steps["observations_reused"] = 0.0
         rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None

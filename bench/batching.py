@@ -71,7 +71,7 @@ async def main() -> None:
     levels = [int(v) for v in args.levels.split(",")]
     folder = Path(tempfile.mkdtemp()) / "tiny-glm4v"
     build_tiny_glm4v(folder, seed=1)
-    stage = Glm4vStage(str(folder), max_batch=16, batch_wait_ms=5, max_pixels=512 * 512)
+    stage = Glm4vStage(str(folder), max_batch=16, max_pixels=512 * 512)  # default batch_wait_ms
     await stage.load()
     images = photos()
     import torch

@@ -26,6 +26,10 @@ from typing import Any, Generic, TypeVar
 P = TypeVar("P")  # what a caller submits
 R = TypeVar("R")  # what ``prepare`` makes of it
 
+# While requests are still being preprocessed, wait up to this many times max_wait_s for them,
+# polling in small steps; with nothing in preparation the collector never waits longer than max_wait_s.
+PREPARING_GRACE = 10
+PREPARING_STEP_S = 0.003
 _END = object()
 
 
@@ -63,6 +67,7 @@ class DynamicBatcher(Generic[P, R]):
         self._run_batch = run_batch
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self._preparing = 0  # payloads submitted but still in preprocessing
         self.name = name
         self._prepare_pool = ThreadPoolExecutor(prepare_threads, thread_name_prefix=f"{name}-prep")
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-gen")
@@ -84,7 +89,11 @@ class DynamicBatcher(Generic[P, R]):
     async def submit(self, payload: P) -> AsyncIterator[Any]:
         """Yield what ``run_batch`` emits for this payload (an emitted exception is raised)."""
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, payload)
+        self._preparing += 1
+        try:
+            prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, payload)
+        finally:
+            self._preparing -= 1
         job: Job[R] = Job(prepared, loop)
         queue = self._ensure_started()
         queue.put_nowait(job)
@@ -100,7 +109,8 @@ class DynamicBatcher(Generic[P, R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait_s
+            start = loop.time()
+            deadline = start + self.max_wait_s
             while len(batch) < self.max_batch:
                 try:
                     batch.append(queue.get_nowait())
@@ -108,6 +118,10 @@ class DynamicBatcher(Generic[P, R]):
                 except asyncio.QueueEmpty:
                     pass
                 remaining = deadline - loop.time()
+                if remaining <= 0 and self._preparing and loop.time() < start + PREPARING_GRACE * self.max_wait_s:
+                    # Requests are being preprocessed right now (e.g. clients re-submitting as the last
+                    # batch ended): a few ms more lets them join instead of forming a half batch next.
+                    remaining = PREPARING_STEP_S
                 if remaining <= 0:
                     break
                 try:

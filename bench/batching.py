@@ -99,18 +99,14 @@ async def main() -> None:
         )
         inputs = {k: v.to(stage.device) for k, v in inputs.items()}
         with torch.inference_mode():
-            model.generate(
-                **inputs, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens, do_sample=False
-            )
+            model.generate(**inputs, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens, do_sample=False)
 
     async def naive(index: int) -> None:
         async with lock:  # one at a time, like the demo's single worker
             await asyncio.to_thread(naive_sync, index)
 
     async def batched(index: int) -> None:
-        await stage.see(
-            VisionRequest([images[index % 4]], QUESTION, max_tokens=args.max_tokens, temperature=0)
-        )
+        await stage.see(VisionRequest([images[index % 4]], QUESTION, max_tokens=args.max_tokens, temperature=0))
 
     for fn in (naive, batched):  # warm-up
         await fn(0)

@@ -49,9 +49,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
-    path = ensure_brain_model(
-        Path(os.environ.get("FLASHVL_MODEL_DIR", "~/.cache/flashvl/models")).expanduser()
-    )
+    path = ensure_brain_model(Path(os.environ.get("FLASHVL_MODEL_DIR", "~/.cache/flashvl/models")).expanduser())
     args.out_dir.mkdir(parents=True, exist_ok=True)
     proc, base = start_server(
         ["--language-model-path", str(path), "--language-slots", "1"],

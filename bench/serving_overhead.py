@@ -107,9 +107,7 @@ def memory_mib(pid: int) -> dict[str, float]:
 # ------------------------------------------------------------------ one request each way
 
 
-def http_call(
-    client: httpx.Client, endpoint: Endpoint, image: bytes, max_tokens: int
-) -> tuple[float, str, str]:
+def http_call(client: httpx.Client, endpoint: Endpoint, image: bytes, max_tokens: int) -> tuple[float, str, str]:
     start = time.perf_counter()
     if endpoint.question is None:
         response = client.post(endpoint.path, files={"file": ("image.jpg", image, "image/jpeg")})
@@ -319,9 +317,7 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-rule", type=int, default=30, help="requests to /infer answered by a rule")
-    parser.add_argument(
-        "--n-cascade", type=int, default=10, help="requests to /infer answered by the cascade"
-    )
+    parser.add_argument("--n-cascade", type=int, default=10, help="requests to /infer answered by the cascade")
     parser.add_argument("--n-caption", type=int, default=30, help="requests to /caption")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per endpoint and side first")
     parser.add_argument("--max-tokens", type=int, default=48, help="answer cap for the cascade route")

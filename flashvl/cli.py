@@ -24,8 +24,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--config", type=Path, default=None,
-                         help="TOML or JSON file of settings (flat keys as below). [env FLASHVL_CONFIG]")
+        sub.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="TOML or JSON file of settings (flat keys as below). [env FLASHVL_CONFIG]",
+        )
         add_settings_arguments(sub)
         return sub
 
@@ -49,13 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="Developer tools.", description="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
     tiny = dev_commands.add_parser(
-        "tiny-glm4v", help="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests).",
+        "tiny-glm4v",
+        help="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests).",
         description="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests). "
         "Serve it with --vision glm4v:DIR --language glm4v:DIR. Needs the 'glm' extra.",
     )
     tiny.add_argument("dir", type=Path)
-    tiny.add_argument("--scripted", action="store_true",
-                      help="Answer every prompt with one fixed GLM-format reply (thinking, answer, a box).")
+    tiny.add_argument(
+        "--scripted",
+        action="store_true",
+        help="Answer every prompt with one fixed GLM-format reply (thinking, answer, a box).",
+    )
     tiny.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -81,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "batch":
         from flashvl.jobs.batch import run_batch
 
-        return asyncio.run(run_batch(settings, args.task, args.source, args.out, csv_out=args.csv,
-                                     job_id=args.job_id, show_progress=not args.no_progress))
+        return asyncio.run(
+            run_batch(
+                settings,
+                args.task,
+                args.source,
+                args.out,
+                csv_out=args.csv,
+                job_id=args.job_id,
+                show_progress=not args.no_progress,
+            )
+        )
     return asyncio.run(_in_process(settings, args))
 
 
@@ -98,25 +115,39 @@ def serve(settings: Settings) -> int:
         print(f"flashvl: {refusal}", file=sys.stderr)
         return 2
     if settings.insecure_no_auth_on_public_interface:
-        print("flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.",
-              file=sys.stderr)
+        print(
+            "flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.", file=sys.stderr
+        )
     configure_logging(settings.log_level)
-    get_logger("flashvl").info("starting", host=settings.host, port=settings.port, vision=settings.vision,
-                               language=settings.language)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level, timeout_graceful_shutdown=5)
+    get_logger("flashvl").info(
+        "starting", host=settings.host, port=settings.port, vision=settings.vision, language=settings.language
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+    )
     return 0
 
 
-async def load_pipeline(settings: Settings):  # noqa: ANN201 - returns Pipeline; imported lazily for fast --help
+async def load_pipeline(settings: Settings):
     """Build and load the stages with a progress display on stderr."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from flashvl.pipeline.service import Pipeline
     from flashvl.stages.registry import build_language, build_vision
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  transient=True, console=None) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=None,
+    ) as progress:
         task = progress.add_task("loading vision models", total=None)
         vision = build_vision(settings)
         await vision.load()
@@ -144,9 +175,13 @@ async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
     try:
         image = await intake.from_path(args.image)
         pipeline = await load_pipeline(settings)
-        query = Query(images=[image], question=getattr(args, "question", None),
-                      task="vqa" if needs_language else "caption", max_tokens=settings.max_tokens,
-                      temperature=settings.temperature)
+        query = Query(
+            images=[image],
+            question=getattr(args, "question", None),
+            task="vqa" if needs_language else "caption",
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+        )
         start = time.perf_counter()
         answer: Answer = await pipeline.answer(query)
         elapsed = time.perf_counter() - start
@@ -156,13 +191,15 @@ async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await intake.aclose()
     if args.json:
-        print(json.dumps({"text": answer.text, **answer.meta(), "seconds": round(elapsed, 3)}, ensure_ascii=False,
-                         indent=2))
+        print(
+            json.dumps(
+                {"text": answer.text, **answer.meta(), "seconds": round(elapsed, 3)}, ensure_ascii=False, indent=2
+            )
+        )
     else:
         print(answer.text)
         stages = ", ".join(f"{s.name}={s.backend} {s.seconds:.2f}s" for s in answer.stages)
-        print(f"[route {answer.route}; {stages}]" + (f" [{answer.notice}]" if answer.notice else ""),
-              file=sys.stderr)
+        print(f"[route {answer.route}; {stages}]" + (f" [{answer.notice}]" if answer.notice else ""), file=sys.stderr)
     for stage in (pipeline.vision, pipeline.language):
         if stage is not None:
             await stage.close()

@@ -156,11 +156,16 @@ class Settings(BaseSettings):
 
     # --- engines (GLM in-process, OpenAI-compatible upstreams; flashvl/stages/glm4v, openai_compat.py)
     batch_max_size: int = Field(
-        8, ge=1, le=64, description="In-process VLM: most requests generated together in one batch.",
+        8,
+        ge=1,
+        le=64,
+        description="In-process VLM: most requests generated together in one batch.",
         **_group("engines"),
     )
     batch_wait_ms: float = Field(
-        10.0, ge=0, le=1000,
+        10.0,
+        ge=0,
+        le=1000,
         description="In-process VLM: how long the first request of a batch waits for others to join.",
         **_group("engines"),
     )
@@ -173,50 +178,65 @@ class Settings(BaseSettings):
         **_group("engines"),
     )
     glm_max_pixels: int = Field(
-        1_003_520, ge=12_544,
+        1_003_520,
+        ge=12_544,
         description="GLM: images are downscaled to at most this many pixels (1 token per 28x28); "
         "a request's max_pixels may lower it.",
         **_group("engines"),
     )
-    glm_top_p: float = Field(0.6, gt=0, le=1, description="GLM: top-p when sampling (temperature > 0).",
-                             **_group("engines"))
+    glm_top_p: float = Field(
+        0.6, gt=0, le=1, description="GLM: top-p when sampling (temperature > 0).", **_group("engines")
+    )
     glm_allow_download: bool = Field(
-        False, description="GLM: allow fetching a hub id's weights (off: a local folder or the local hub cache).",
+        False,
+        description="GLM: allow fetching a hub id's weights (off: a local folder or the local hub cache).",
         **_group("engines"),
     )
     upstream_api_key: SecretStr | None = Field(
         None, description="Bearer key for openai: stages (prefer the env var; never logged).", **_group("engines")
     )
     upstream_timeout_s: float = Field(
-        60.0, gt=0, description="openai: stages: time allowed between bytes of an upstream answer.",
+        60.0,
+        gt=0,
+        description="openai: stages: time allowed between bytes of an upstream answer.",
         **_group("engines"),
     )
     upstream_connect_timeout_s: float = Field(
         5.0, gt=0, description="openai: stages: time allowed to connect to the upstream.", **_group("engines")
     )
     upstream_retries: int = Field(
-        2, ge=0, le=10,
+        2,
+        ge=0,
+        le=10,
         description="openai: stages: retries (exponential backoff) before the first byte of an answer.",
         **_group("engines"),
     )
     upstream_image_mode: str = Field(
-        "base64", pattern="^(base64|url)$",
+        "base64",
+        pattern="^(base64|url)$",
         description="openai: stages: send images as base64 data URLs, or as their original http(s) URL "
         "when they came from one.",
         **_group("engines"),
     )
     upstream_thinking_kwarg: bool = Field(
-        True, description="openai: stages: send chat_template_kwargs.enable_thinking (GLM on vLLM/SGLang).",
+        True,
+        description="openai: stages: send chat_template_kwargs.enable_thinking (GLM on vLLM/SGLang).",
         **_group("engines"),
     )
 
     # --- moderation, documents, batch jobs
     moderation_review_threshold: float = Field(
-        0.5, ge=0, le=1, description="Category score from which /moderate reports it and suggests review.",
+        0.5,
+        ge=0,
+        le=1,
+        description="Category score from which /moderate reports it and suggests review.",
         **_group("moderation"),
     )
     moderation_block_threshold: float = Field(
-        0.85, ge=0, le=1, description="Category score from which /moderate suggests block.",
+        0.85,
+        ge=0,
+        le=1,
+        description="Category score from which /moderate suggests block.",
         **_group("moderation"),
     )
     moderation_language: str = Field(
@@ -226,19 +246,28 @@ class Settings(BaseSettings):
         **_group("moderation"),
     )
     moderation_language_weight: float = Field(
-        0.6, ge=0, le=1, description="Score a category gets from the language stage's verdict alone.",
+        0.6,
+        ge=0,
+        le=1,
+        description="Score a category gets from the language stage's verdict alone.",
         **_group("moderation"),
     )
     document_schema_max_bytes: int = Field(
-        8192, ge=64, description="Largest caller JSON schema accepted for key-field extraction (bytes).",
+        8192,
+        ge=64,
+        description="Largest caller JSON schema accepted for key-field extraction (bytes).",
         **_group("moderation"),
     )
     document_schema_max_depth: int = Field(
-        5, ge=1, le=16, description="Deepest nesting of a caller JSON schema for key-field extraction.",
+        5,
+        ge=1,
+        le=16,
+        description="Deepest nesting of a caller JSON schema for key-field extraction.",
         **_group("moderation"),
     )
     jobs_store: str = Field(
-        "sqlite", description="Batch job queue: 'sqlite' (a local file) or 'redis' (needs --jobs-redis-url).",
+        "sqlite",
+        description="Batch job queue: 'sqlite' (a local file) or 'redis' (needs --jobs-redis-url).",
         **_group("jobs"),
     )
     jobs_sqlite_path: Path = Field(
@@ -246,12 +275,8 @@ class Settings(BaseSettings):
         description="SQLite file of the job queue.",
         **_group("jobs"),
     )
-    jobs_redis_url: str = Field(
-        "", description="Redis URL of the job queue (redis://host:port/db).", **_group("jobs")
-    )
-    jobs_batch_size: int = Field(
-        8, ge=1, le=256, description="Items a worker takes per micro-batch.", **_group("jobs")
-    )
+    jobs_redis_url: str = Field("", description="Redis URL of the job queue (redis://host:port/db).", **_group("jobs"))
+    jobs_batch_size: int = Field(8, ge=1, le=256, description="Items a worker takes per micro-batch.", **_group("jobs"))
     jobs_max_attempts: int = Field(
         3, ge=1, le=20, description="Tries per item before it is parked with its error.", **_group("jobs")
     )
@@ -259,7 +284,9 @@ class Settings(BaseSettings):
         2.0, ge=0, description="First retry delay; doubles per attempt (capped at 5 min).", **_group("jobs")
     )
     jobs_lease_s: float = Field(
-        300.0, gt=0, description="A taken item returns to the queue if not finished within this.",
+        300.0,
+        gt=0,
+        description="A taken item returns to the queue if not finished within this.",
         **_group("jobs"),
     )
     jobs_worker: bool = Field(
@@ -268,12 +295,14 @@ class Settings(BaseSettings):
 
     # --- routing, cache, arbitration, degradation (flashvl/pipeline/)
     route_default: str = Field(
-        "auto", pattern="^(auto|direct|cascade)$",
+        "auto",
+        pattern="^(auto|direct|cascade)$",
         description="Route when a request names none: auto (ask the router), direct (vision stage alone) or cascade.",
         **_group("pipeline"),
     )
     router: str = Field(
-        "classifier", pattern="^(classifier|rules)$",
+        "classifier",
+        pattern="^(classifier|rules)$",
         description="Router strategy for 'auto': classifier (e5 embeddings + logistic regression) or rules (keywords).",
         **_group("pipeline"),
     )
@@ -290,12 +319,15 @@ class Settings(BaseSettings):
         **_group("pipeline"),
     )
     vision_cache: str = Field(
-        "memory-lru", pattern="^(memory-lru|memory-lfu|redis|none)$",
+        "memory-lru",
+        pattern="^(memory-lru|memory-lfu|redis|none)$",
         description="Cache of vision outputs keyed by image content hash + stage + model + task + parameters.",
         **_group("pipeline"),
     )
     vision_cache_size: int = Field(1024, ge=1, description="Memory cache: entries kept.", **_group("pipeline"))
-    vision_cache_ttl_s: float = Field(3600.0, gt=0, description="Cache entries expire after this.", **_group("pipeline"))
+    vision_cache_ttl_s: float = Field(
+        3600.0, gt=0, description="Cache entries expire after this.", **_group("pipeline")
+    )
     vision_cache_redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis URL for --vision-cache redis.", **_group("pipeline")
     )
@@ -316,7 +348,9 @@ class Settings(BaseSettings):
         True, description="On a disagreement, ask the vision stage a targeted question first.", **_group("pipeline")
     )
     arbitration_similarity_threshold: float | None = Field(
-        None, ge=-1, le=1,
+        None,
+        ge=-1,
+        le=1,
         description="Embedding cosine under which answer and description disagree (unset: the calibrated value).",
         **_group("pipeline"),
     )
@@ -342,7 +376,8 @@ class Settings(BaseSettings):
         **_group("security"),
     )
     api_keys_file: Path | None = Field(
-        None, description="File of API key entries, one 'name:scopes:sha256hex' a line ('#' comments).",
+        None,
+        description="File of API key entries, one 'name:scopes:sha256hex' a line ('#' comments).",
         **_group("security"),
     )
     jwt_secret_file: Path | None = Field(
@@ -369,16 +404,15 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         True, description="Serve /metrics without auth; off: /metrics needs the admin scope.", **_group("security")
     )
-    docs_public: bool = Field(
-        False, description="Serve /docs and /openapi.json without auth.", **_group("security")
-    )
+    docs_public: bool = Field(False, description="Serve /docs and /openapi.json without auth.", **_group("security"))
     insecure_no_auth_on_public_interface: bool = Field(
         False,
         description="DANGER: allow 'serve' to bind a non-loopback address with no API keys or JWT configured.",
         **_group("security"),
     )
     ip_allowlist: CommaList = Field(
-        [], description="If set, only clients in these CIDRs are served (e.g. 10.0.0.0/8,::1/128).",
+        [],
+        description="If set, only clients in these CIDRs are served (e.g. 10.0.0.0/8,::1/128).",
         **_group("security"),
     )
     trusted_proxies: CommaList = Field(
@@ -400,25 +434,32 @@ class Settings(BaseSettings):
         **_group("security"),
     )
     concurrency_per_key: int = Field(
-        8, ge=0, description="Requests one API key / JWT subject may have in flight (0: no limit).",
+        8,
+        ge=0,
+        description="Requests one API key / JWT subject may have in flight (0: no limit).",
         **_group("security"),
     )
     concurrency_per_ip: int = Field(
         16, ge=0, description="Requests one client IP may have in flight (0: no limit).", **_group("security")
     )
     model_max_concurrent: int = Field(
-        4, ge=1, description="Model requests (infer, caption, chat) worked on at once; the rest queue.",
+        4,
+        ge=1,
+        description="Model requests (infer, caption, chat) worked on at once; the rest queue.",
         **_group("security"),
     )
     model_max_queue: int = Field(
-        64, ge=0, description="Model requests waiting for a turn; beyond it: 503 + Retry-After.",
+        64,
+        ge=0,
+        description="Model requests waiting for a turn; beyond it: 503 + Retry-After.",
         **_group("security"),
     )
     model_queue_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait in the model queue before 503 + Retry-After.", **_group("security")
     )
     cors_allow_origins: CommaList = Field(
-        [], description="Origins allowed by CORS (exact, e.g. https://app.example.com). Empty: CORS off.",
+        [],
+        description="Origins allowed by CORS (exact, e.g. https://app.example.com). Empty: CORS off.",
         **_group("security"),
     )
 

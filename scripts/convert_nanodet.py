@@ -182,9 +182,7 @@ def main() -> None:
         print("patched model.json nodes:", patch_model_json(model_json))
         args.output.parent.mkdir(parents=True, exist_ok=True)
         convert(python, model_json, args.output)
-        print(
-            f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB), sha256 {sha256(args.output)}"
-        )
+        print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB), sha256 {sha256(args.output)}")
     finally:
         if args.keep_workdir:
             print(f"kept {workdir}")

@@ -128,9 +128,13 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).
     app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
     if settings.cors_allow_origins:  # CORS is off unless origins are listed explicitly
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        )
     app.add_middleware(RequestContext, metrics=metrics)
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
 
@@ -141,8 +145,9 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     return app
 
 
-def _error(request: Request, metrics: Metrics, status: int, code: str, message: str,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    request: Request, metrics: Metrics, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     metrics.errors.labels(code).inc()
     request.state.error_code = code
     kind = "invalid_request_error" if status < 500 else "server_error"

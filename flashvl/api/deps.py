@@ -11,8 +11,7 @@ from fastapi import Depends, Request
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.media import MediaIntake
-from flashvl.observability import Metrics
-from flashvl.observability import get_logger
+from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.service import Answer, Pipeline, Query
 
 log = get_logger("flashvl.payload")
@@ -43,8 +42,7 @@ def ready_state(request: Request) -> AppState:
         failed = {k: v for k, v in state.stage_status.items() if v.startswith("failed")}
         if failed:
             raise FlashvlError("stage_failed", f"A stage failed to load: {failed}", 503, retry_after=30)
-        raise FlashvlError("loading", "Models are still loading; retry shortly (see /readyz).", 503,
-                           retry_after=5)
+        raise FlashvlError("loading", "Models are still loading; retry shortly (see /readyz).", 503, retry_after=5)
     return state
 
 
@@ -68,8 +66,11 @@ async def answer_query(request: Request, state: AppState, query: Query) -> Answe
             answer = await state.pipeline.answer(query)
     except TimeoutError:
         raise FlashvlError(
-            "request_timeout", f"The answer took longer than {state.settings.request_timeout_s:g}s; "
-            "try a shorter max_tokens or a smaller image.", 504, retry_after=5,
+            "request_timeout",
+            f"The answer took longer than {state.settings.request_timeout_s:g}s; "
+            "try a shorter max_tokens or a smaller image.",
+            504,
+            retry_after=5,
         ) from None
     record_answer(request, state, answer, query)
     return answer

@@ -89,8 +89,13 @@ class BodySizeLimit:
             f"The request body is larger than {self.max_bytes} bytes. Send a smaller image "
             "(see max_image_bytes) or fewer images.",
         )
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

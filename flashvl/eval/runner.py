@@ -218,8 +218,7 @@ def format_report(results: Sequence[ItemResult]) -> str:
         lines.append(f"{kind:<10} {percent(sum(r.passed for r in group), len(group))}")
     total_seconds = sum(r.seconds for r in results)
     lines.append(
-        f"strict score: {percent(sum(r.passed for r in results), len(results))}"
-        f"  [{total_seconds:.1f} s answering]"
+        f"strict score: {percent(sum(r.passed for r in results), len(results))}  [{total_seconds:.1f} s answering]"
     )
     return "\n".join(lines)
 

@@ -121,9 +121,7 @@ class RedisJobStore:
             args: list[str] = []
             for key, payload in items[start : start + 500]:
                 args += [key, json.dumps(payload)]
-            added += int(
-                self._add(keys=[k(job_id, "payload"), k(job_id, "seq"), k(job_id, "ready")], args=args)
-            )
+            added += int(self._add(keys=[k(job_id, "payload"), k(job_id, "seq"), k(job_id, "ready")], args=args))
         return {"added": added, "total": int(self._redis.hlen(k(job_id, "payload")))}
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:

@@ -61,9 +61,7 @@ class SqliteJobStore:
                 "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?)",
                 (job_id, task, json.dumps(options or {}), time.time()),
             )
-            start = db.execute(
-                "SELECT COALESCE(MAX(seq), -1) + 1 FROM items WHERE job_id = ?", (job_id,)
-            ).fetchone()[0]
+            start = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM items WHERE job_id = ?", (job_id,)).fetchone()[0]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO items (job_id, key, seq, payload) VALUES (?, ?, ?, ?)",
@@ -77,18 +75,14 @@ class SqliteJobStore:
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT task, options, created FROM jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
+            row = self._db.execute("SELECT task, options, created FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             return None
         return {"job_id": job_id, "task": row[0], "options": json.loads(row[1]), "created": row[2]}
 
     def open_jobs(self) -> list[str]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT DISTINCT job_id FROM items WHERE state IN ('queued', 'taken')"
-            ).fetchall()
+            rows = self._db.execute("SELECT DISTINCT job_id FROM items WHERE state IN ('queued', 'taken')").fetchall()
         return [r[0] for r in rows]
 
     def claim(self, job_id: str, limit: int, lease_s: float) -> list[Claimed]:
@@ -149,9 +143,7 @@ class SqliteJobStore:
         def run(db: sqlite3.Connection) -> int:
             tokens = [
                 r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT token FROM items WHERE job_id = ? AND state = 'taken'", (job_id,)
-                )
+                for r in db.execute("SELECT DISTINCT token FROM items WHERE job_id = ? AND state = 'taken'", (job_id,))
             ]
             dead = [t for t in tokens if t and holder_is_dead(t)]
             count = 0

@@ -112,9 +112,7 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(
-    kind: str, *, sqlite_path: str | os.PathLike[str] | None = None, redis_url: str = ""
-) -> JobStore:
+def open_store(kind: str, *, sqlite_path: str | os.PathLike[str] | None = None, redis_url: str = "") -> JobStore:
     """The configured backend: ``sqlite`` (default) or ``redis``."""
     if kind == "sqlite":
         from flashvl.jobs.sqlite_store import SqliteJobStore
@@ -132,6 +130,4 @@ def open_store(
 
 
 def store_from_settings(settings: Any) -> JobStore:
-    return open_store(
-        settings.jobs_store, sqlite_path=settings.jobs_sqlite_path, redis_url=settings.jobs_redis_url
-    )
+    return open_store(settings.jobs_store, sqlite_path=settings.jobs_sqlite_path, redis_url=settings.jobs_redis_url)

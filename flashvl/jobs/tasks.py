@@ -68,9 +68,7 @@ async def _safety(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 
             ctx.safety = await asyncio.to_thread(SafetyScorer, ctx.settings.vision_threads)
     score = await asyncio.to_thread(ctx.safety.score, np.asarray(image.image.convert("RGB")))
-    verdict = combine(
-        [Signal("adult", "safety_model", score, f"Open-NSFW score {score:.2f}")], ctx.thresholds
-    )
+    verdict = combine([Signal("adult", "safety_model", score, f"Open-NSFW score {score:.2f}")], ctx.thresholds)
     return verdict.to_dict() | {"nsfw_score": round(score, 4), "image": {"sha256": image.sha256}}
 
 

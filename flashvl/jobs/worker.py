@@ -55,9 +55,7 @@ async def process_batch(store: JobStore, job_id: str, handler: Handler, config: 
             state = await asyncio.to_thread(
                 store.fail, item, describe_error(outcome), config.max_attempts, config.backoff_s
             )
-            log.info(
-                "job_item_failed", job=job_id, key=item.key, outcome=state, error=describe_error(outcome)
-            )
+            log.info("job_item_failed", job=job_id, key=item.key, outcome=state, error=describe_error(outcome))
         elif not await asyncio.to_thread(store.complete, item, outcome):
             log.warning("job_item_lease_lost", job=job_id, key=item.key)
     return len(batch)

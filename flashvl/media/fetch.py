@@ -282,9 +282,7 @@ def build_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def build_pinned_request(
-    client: httpx.AsyncClient, target: ParsedTarget, address: IPAddress
-) -> httpx.Request:
+def build_pinned_request(client: httpx.AsyncClient, target: ParsedTarget, address: IPAddress) -> httpx.Request:
     """A GET to ``address`` itself; the name travels in Host and (https) the TLS SNI,
     against which the certificate is still verified."""
     url = httpx.URL(scheme=target.scheme, host=str(address), port=target.port).join(target.path)
@@ -310,9 +308,7 @@ def _verify_peer(response: httpx.Response, expected: IPAddress) -> None:
 class UrlFetcher:
     """Downloads one image URL at a time under the policy in ``Settings``."""
 
-    def __init__(
-        self, settings: Settings, client: httpx.AsyncClient, resolver: Resolver | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, resolver: Resolver | None = None) -> None:
         self._settings = settings
         self._client = client
         self._resolver = resolver or system_resolver
@@ -354,9 +350,7 @@ class UrlFetcher:
             except httpx.ConnectError as exc:
                 if index + 1 < len(addresses):
                     continue
-                raise MediaError(
-                    "fetch_failed", f"Could not connect to image host {target.host!r}: {exc}"
-                ) from exc
+                raise MediaError("fetch_failed", f"Could not connect to image host {target.host!r}: {exc}") from exc
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as exc:
@@ -372,9 +366,7 @@ class UrlFetcher:
         if response.status_code in _REDIRECT_STATUSES:
             location = response.headers.get("location")
             if not location:
-                raise MediaError(
-                    "fetch_failed", f"The image URL answered {response.status_code} without Location."
-                )
+                raise MediaError("fetch_failed", f"The image URL answered {response.status_code} without Location.")
             return location
         if not 200 <= response.status_code < 300:
             raise MediaError(
@@ -383,9 +375,7 @@ class UrlFetcher:
             )
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise MediaError(
-                "fetch_failed", f"The image host sent a {encoding!r}-encoded body; identity was asked."
-            )
+            raise MediaError("fetch_failed", f"The image host sent a {encoding!r}-encoded body; identity was asked.")
         cap = self._settings.max_image_bytes
         too_large = MediaError(
             "image_too_large_bytes",

@@ -164,9 +164,7 @@ class MediaIntake:
             raise MediaError("invalid_url", "A file URL must look like file:///absolute/path.", 400)
         requested = Path(unquote(parts.path))
         root_real = Path(root).resolve()
-        outside = MediaError(
-            "file_url_not_allowed", f"The file URL points outside file_root ({root_real}).", 403
-        )
+        outside = MediaError("file_url_not_allowed", f"The file URL points outside file_root ({root_real}).", 403)
         # Lexical check first, so paths outside the root do not reveal whether they exist.
         lexical = Path(os.path.normpath(requested))
         root_as_given = Path(os.path.normpath(os.path.abspath(root)))

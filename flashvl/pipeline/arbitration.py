@@ -166,8 +166,7 @@ class Arbiter:
                     Conflict(
                         "negation",
                         label,
-                        f"the answer says no '{word}', but the vision stage detected "
-                        f"{detected[label]} {label}",
+                        f"the answer says no '{word}', but the vision stage detected {detected[label]} {label}",
                     )
                 )
             elif not negated and label not in detected and word.lower() not in seen_text:

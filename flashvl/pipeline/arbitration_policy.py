@@ -18,9 +18,7 @@ if TYPE_CHECKING:
 async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final: Answer, lang: str) -> None:
     """Check the brain against the eyes; re-ask, vote, or flag for review."""
     assert pipeline.arbiter is not None
-    conflicts = await asyncio.to_thread(
-        pipeline.arbiter.check, seen.observations, seen.description, final.text
-    )
+    conflicts = await asyncio.to_thread(pipeline.arbiter.check, seen.observations, seen.description, final.text)
     report: dict[str, Any] = {"conflicts": [c.__dict__ for c in conflicts], "reask": [], "vote": None}
     open_conflicts = []
     for conflict in conflicts:

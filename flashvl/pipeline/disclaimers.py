@@ -33,9 +33,7 @@ def domains_of(question: str | None) -> list[str]:
     return [name for name, pattern in DOMAINS.items() if pattern.search(question)]
 
 
-def disclaimer_for(
-    question: str | None, lang: Lang, texts: dict[str, str] | None = None
-) -> tuple[str, list[str]]:
+def disclaimer_for(question: str | None, lang: Lang, texts: dict[str, str] | None = None) -> tuple[str, list[str]]:
     """("", []) when the question is in none of the domains; else the line and the domains."""
     found = domains_of(question)
     if not found:

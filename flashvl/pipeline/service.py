@@ -100,9 +100,7 @@ class Pipeline:
         self.disclaimers = disclaimers
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, vision: VisionStage, language: LanguageStage | None
-    ) -> Pipeline:
+    def from_settings(cls, settings: Settings, vision: VisionStage, language: LanguageStage | None) -> Pipeline:
         from flashvl.pipeline.cache.base import build_cache
         from flashvl.pipeline.router.classifier import ClassifierRouter
 
@@ -126,9 +124,7 @@ class Pipeline:
             language_timeout_s=settings.language_timeout_s,
             breaker_failures=settings.breaker_failures,
             breaker_reset_s=settings.breaker_reset_s,
-            disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en}
-            if settings.disclaimers
-            else None,
+            disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
         )
 
     async def answer(self, query: Query) -> Answer:
@@ -290,9 +286,7 @@ class Pipeline:
             breaker.failure()
             raise VisionDown(f"{type(exc).__name__}: {exc}"[:200]) from exc
         breaker.success()
-        record = StageRecord(
-            "vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps)
-        )
+        record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
         if self.cache is not None and key:
             await self.cache.set(key, seen)
         return (

@@ -75,9 +75,7 @@ def parse_key_entry(entry: str) -> ApiKey:
     if not name or not scopes or scopes - SCOPES:
         raise ValueError(f"API key {name!r}: scopes must be among {sorted(SCOPES)}")
     if not _HEX64.match(digest.lower()):
-        raise ValueError(
-            f"API key {name!r}: the third part must be the key's sha256 (64 hex digits), not the key"
-        )
+        raise ValueError(f"API key {name!r}: the third part must be the key's sha256 (64 hex digits), not the key")
     return ApiKey(name, scopes, bytes.fromhex(digest))
 
 
@@ -106,9 +104,7 @@ class Authenticator:
         if settings.jwt_secret_file:
             self.hs_secret = settings.jwt_secret_file.read_bytes().strip()
             if len(self.hs_secret) < MIN_HS256_SECRET_BYTES:
-                raise ValueError(
-                    f"jwt_secret_file: the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes"
-                )
+                raise ValueError(f"jwt_secret_file: the HS256 secret must be at least {MIN_HS256_SECRET_BYTES} bytes")
         if settings.jwt_public_key_file:
             pem = settings.jwt_public_key_file.read_bytes()
             self.rsa_keys.append((None, _load_pem(pem)))

@@ -124,9 +124,7 @@ class ModelGate:
                     self.waiters.remove(waiter)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
-                raise self._busy(
-                    f"Waited {self.queue_timeout_s:g} s for a model slot; retry shortly."
-                ) from None
+                raise self._busy(f"Waited {self.queue_timeout_s:g} s for a model slot; retry shortly.") from None
         else:
             self.active += 1
         try:

@@ -51,14 +51,10 @@ class SecurityGate:
         self.metrics = metrics
         self.auth = Authenticator(settings)
         self.addresses = ClientAddressPolicy(settings.ip_allowlist, settings.trusted_proxies)
-        self.rates = RateLimits(
-            settings.rate_limit_per_key, settings.rate_limit_per_ip, settings.rate_limit_storage
-        )
+        self.rates = RateLimits(settings.rate_limit_per_key, settings.rate_limit_per_ip, settings.rate_limit_storage)
         self.key_flight = InFlight(settings.concurrency_per_key, "API key")
         self.ip_flight = InFlight(settings.concurrency_per_ip, "client address")
-        self.gate = ModelGate(
-            settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s
-        )
+        self.gate = ModelGate(settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,9 +70,7 @@ class SecurityGate:
         try:
             async with AsyncExitStack() as stack:
                 if not self.addresses.allowed(address):
-                    raise FlashvlError(
-                        "ip_not_allowed", "Your address is not allowed to use this server.", 403
-                    )
+                    raise FlashvlError("ip_not_allowed", "Your address is not allowed to use this server.", 403)
                 scope_needed = required_scope(path, self.settings)
                 if scope_needed is not None:
                     principal = self._principal(scope_needed, headers)
@@ -92,9 +86,7 @@ class SecurityGate:
     def _principal(self, scope_needed: str, headers: dict[str, str]) -> Principal:
         principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
         if not principal.has(scope_needed):
-            raise FlashvlError(
-                "insufficient_scope", f"This credential lacks the '{scope_needed}' scope.", 403
-            )
+            raise FlashvlError("insufficient_scope", f"This credential lacks the '{scope_needed}' scope.", 403)
         return principal
 
     async def _limit(self, stack: AsyncExitStack, principal: Principal, ip: str, path: str) -> None:

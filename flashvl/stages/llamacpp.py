@@ -159,9 +159,7 @@ class LlamaCppLanguageStage:
         try:
             server = await asyncio.to_thread(start)
         except (RuntimeError, ValueError) as exc:
-            raise StageUnavailable(
-                self.name, f"llama.cpp failed to load {self.model_path.name}: {exc}"
-            ) from exc
+            raise StageUnavailable(self.name, f"llama.cpp failed to load {self.model_path.name}: {exc}") from exc
         self.load_seconds = time.perf_counter() - started
         self._executor = ThreadPoolExecutor(max_workers=max(8, 4 * self.slots), thread_name_prefix=self.name)
         self._server = server
@@ -321,6 +319,4 @@ def _timings(llama_timings: dict[str, Any], wall_seconds: float) -> Timings:
     if prompt_ms is None or predicted_ms is None:
         return Timings({"generate": wall_seconds})
     prompt, generate = float(prompt_ms) / 1000, float(predicted_ms) / 1000
-    return Timings(
-        {"queue": max(0.0, wall_seconds - prompt - generate), "prompt": prompt, "generate": generate}
-    )
+    return Timings({"queue": max(0.0, wall_seconds - prompt - generate), "prompt": prompt, "generate": generate})

@@ -190,9 +190,7 @@ class OpenAICompatStage:
                             f"{self.name}: the upstream refused the request: {detail}",
                             400,
                         )
-                    raise StageUnavailable(
-                        self.name, f"upstream answered HTTP {response.status_code}: {detail}"
-                    )
+                    raise StageUnavailable(self.name, f"upstream answered HTTP {response.status_code}: {detail}")
         except _Retryable as exc:
             raise StageUnavailable(
                 self.name,
@@ -259,9 +257,7 @@ class OpenAICompatStage:
             "usage": usage,
             "finish_reason": finish_reason,
             "confidence": math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
-            "timings": Timings(
-                {"first_token": first_token_s or total, "stream": total - (first_token_s or total)}
-            ),
+            "timings": Timings({"first_token": first_token_s or total, "stream": total - (first_token_s or total)}),
         }
 
     # ------------------------------------------------------------ language

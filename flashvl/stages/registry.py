@@ -35,9 +35,7 @@ _shared: dict[tuple[int, str], tuple[weakref.ref[Settings], Any]] = {}
 
 
 def _bad(kind: str, spec: str, choices: str, why: str = "") -> FlashvlError:
-    return FlashvlError(
-        "bad_setting", f"{kind} stage {spec!r}{': ' + why if why else ''}; choose: {choices}", 500
-    )
+    return FlashvlError("bad_setting", f"{kind} stage {spec!r}{': ' + why if why else ''}; choose: {choices}", 500)
 
 
 def parse_openai_spec(spec: str) -> tuple[str, str]:
@@ -45,9 +43,7 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
     rest = spec.removeprefix("openai:")
     base_url, sep, model = rest.rpartition("#")
     if not sep or not base_url.startswith(("http://", "https://")) or not model:
-        raise ValueError(
-            "write openai:<http(s) base URL>#<model name>, e.g. openai:http://127.0.0.1:8000/v1#glm"
-        )
+        raise ValueError("write openai:<http(s) base URL>#<model name>, e.g. openai:http://127.0.0.1:8000/v1#glm")
     return base_url.rstrip("/"), model
 
 

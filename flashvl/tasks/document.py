@@ -173,14 +173,8 @@ def validate_schema(schema: Any, *, max_bytes: int = 8192, max_depth: int = 5) -
     size = len(json.dumps(schema, ensure_ascii=False).encode())
     if size > max_bytes:
         raise refuse(f"schema is {size} bytes; the limit is {max_bytes}")
-    if (
-        schema.get("type") != "object"
-        or not isinstance(schema.get("properties"), dict)
-        or not schema["properties"]
-    ):
-        raise refuse(
-            "the schema's root must be {'type': 'object', 'properties': {...}} with at least one property"
-        )
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict) or not schema["properties"]:
+        raise refuse("the schema's root must be {'type': 'object', 'properties': {...}} with at least one property")
     count = 0
 
     def walk(node: Any, depth: int, where: str) -> None:
@@ -279,9 +273,7 @@ async def extract_fields(
     request = ChatRequest(
         [
             ChatMessage("system", EXTRACT_SYSTEM),
-            ChatMessage(
-                "user", f"Schema: {json.dumps(schema, ensure_ascii=False)}\n\nDocument text:\n{text[:6000]}"
-            ),
+            ChatMessage("user", f"Schema: {json.dumps(schema, ensure_ascii=False)}\n\nDocument text:\n{text[:6000]}"),
         ],
         max_tokens=max_tokens,
         temperature=0.0,

@@ -171,9 +171,7 @@ def image_signals(observations: dict[str, Any]) -> list[Signal]:
         hit = COCO_SIGNALS.get(obj["label"])
         if hit and obj["score"] >= MIN_LABEL_SCORE:
             signals.append(
-                Signal(
-                    hit[0], "coco", obj["score"] * hit[1], f"detector: {obj['label']} ({obj['score']:.2f})"
-                )
+                Signal(hit[0], "coco", obj["score"] * hit[1], f"detector: {obj['label']} ({obj['score']:.2f})")
             )
     return signals
 
@@ -215,17 +213,13 @@ def text_signals(text: str) -> list[Signal]:
         number = match.group(1)
         ids.add(number)
         if resident_id_valid(number):
-            signals.append(
-                Signal("privacy", "ocr_rules", 0.95, f"resident ID number, checksum valid: {_mask(number)}")
-            )
+            signals.append(Signal("privacy", "ocr_rules", 0.95, f"resident ID number, checksum valid: {_mask(number)}"))
         else:
             signals.append(Signal("privacy", "ocr_rules", 0.6, f"ID-like 18-digit number: {_mask(number)}"))
     has_passport_word = bool(PASSPORT_CONTEXT.search(text))
     for match in PASSPORT.finditer(text):
         score = 0.9 if has_passport_word else 0.55
-        signals.append(
-            Signal("privacy", "ocr_rules", score, f"passport-like number: {_mask(match.group(1))}")
-        )
+        signals.append(Signal("privacy", "ocr_rules", score, f"passport-like number: {_mask(match.group(1))}"))
     if has_passport_word and not PASSPORT.search(text) and re.search(r"\b[A-Z0-9]{8,9}\b", text):
         signals.append(Signal("privacy", "ocr_rules", 0.6, "passport label next to a document number"))
     phones = [m.group(1) for m in CN_MOBILE.finditer(text)] + [m.group(1) for m in LANDLINE.finditer(text)]
@@ -240,9 +234,7 @@ def text_signals(text: str) -> list[Signal]:
     for match in CARD.finditer(text):
         if luhn_valid(match.group(1)) and re.sub(r"\D", "", match.group(1)) not in ids:
             signals.append(
-                Signal(
-                    "privacy", "ocr_rules", 0.85, f"bank card number (Luhn valid): {_mask(match.group(1))}"
-                )
+                Signal("privacy", "ocr_rules", 0.85, f"bank card number (Luhn valid): {_mask(match.group(1))}")
             )
     for match in EMAIL.finditer(text):
         signals.append(Signal("contact_ads", "ocr_rules", 0.65, f"e-mail address: {_mask(match.group(0))}"))
@@ -255,9 +247,7 @@ def text_signals(text: str) -> list[Signal]:
     for category, words in KEYWORDS.items():
         found = [w for w in words if w in lowered]
         if found:
-            signals.append(
-                Signal(category, "ocr_rules", KEYWORD_SCORE[category], f"keywords: {', '.join(found[:3])}")
-            )
+            signals.append(Signal(category, "ocr_rules", KEYWORD_SCORE[category], f"keywords: {', '.join(found[:3])}"))
     return signals
 
 
@@ -299,9 +289,7 @@ async def language_verdict(
 ) -> tuple[list[Signal], dict[str, Any]]:
     """Ask the language stage; its categories become signals scored ``weight`` x its confidence (if known)."""
     generation = await language.generate(
-        ChatRequest(
-            verdict_messages(observations), max_tokens=96, temperature=0.0, json_schema=VERDICT_SCHEMA, seed=0
-        )
+        ChatRequest(verdict_messages(observations), max_tokens=96, temperature=0.0, json_schema=VERDICT_SCHEMA, seed=0)
     )
     try:
         verdict = json.loads(generation.text)
@@ -312,9 +300,7 @@ async def language_verdict(
     if verdict.get("sensitive"):
         for name in dict.fromkeys(verdict.get("categories") or []):
             if name in CATEGORIES:
-                signals.append(
-                    Signal(name, "language", score, f"language stage: {verdict.get('reason', '')}"[:200])
-                )
+                signals.append(Signal(name, "language", score, f"language stage: {verdict.get('reason', '')}"[:200]))
     info = {
         "verdict": verdict,
         "confidence": generation.confidence,

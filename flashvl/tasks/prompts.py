@@ -35,9 +35,7 @@ def cascade_messages(question: str, description: str, ocr_text: str, lang: Lang)
     object labels on a page of text are noise that small models latch onto.
     """
     if len(ocr_text) >= DOCUMENT_MIN_CHARS:
-        observed = (
-            "图中文字(OCR 识别结果):\n" if lang == "zh" else "Text read from the image (OCR):\n"
-        ) + ocr_text
+        observed = ("图中文字(OCR 识别结果):\n" if lang == "zh" else "Text read from the image (OCR):\n") + ocr_text
     else:
         observed = ("观察结果:\n" if lang == "zh" else "Observations:\n") + description
     question_line = f"问题:{question}" if lang == "zh" else f"Question: {question}"

@@ -33,7 +33,8 @@ def test_infer_snippet_objects_and_positions(live_server: str, image_server: str
 
 def test_caption_snippet(live_server: str, image_dir: Path) -> None:
     caption = requests.post(
-        f"{live_server}/caption", files={"file": open(image_dir / "coffee.jpg", "rb")}  # noqa: SIM115 - the snippet, verbatim
+        f"{live_server}/caption",
+        files={"file": open(image_dir / "coffee.jpg", "rb")},  # noqa: SIM115 - the snippet, verbatim
     ).json()["caption"]
     assert "cup" in caption.lower() or "espresso" in caption.lower() or "coffee" in caption.lower(), caption
 
@@ -142,13 +143,9 @@ def test_errors_are_clear_and_counted(live_server: str, image_dir: Path) -> None
     assert bad.json()["error"]["code"] == "unsupported_format"
     both = httpx.post(f"{live_server}/infer", json={"prompt": "hi"})
     assert both.status_code == 422 and "image_url or image_base64" in both.json()["error"]["message"]
-    blocked = httpx.post(
-        f"{live_server}/infer", json={"image_url": "http://127.0.0.2:9/x.jpg", "prompt": "hi"}
-    )
+    blocked = httpx.post(f"{live_server}/infer", json={"image_url": "http://127.0.0.2:9/x.jpg", "prompt": "hi"})
     assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "url_address_blocked"
-    too_many = httpx.post(
-        f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": "hi", "max_tokens": 10**6}
-    )
+    too_many = httpx.post(f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": "hi", "max_tokens": 10**6})
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "max_tokens_too_large"
     metrics = httpx.get(f"{live_server}/metrics").text
     assert 'flashvl_errors_total{code="unsupported_format"}' in metrics
@@ -195,7 +192,5 @@ def test_logs_are_json_without_prompts(live_server: str, server_log: Path) -> No
     httpx.post(f"{live_server}/infer", json={"image_base64": "AAAA", "prompt": secret})
     lines = [line for line in server_log.read_text().splitlines() if line.startswith("{")]
     records = [json.loads(line) for line in lines]
-    assert any(
-        r.get("event") == "request" and r.get("endpoint") == "/infer" and "latency_ms" in r for r in records
-    )
+    assert any(r.get("event") == "request" and r.get("endpoint") == "/infer" and "latency_ms" in r for r in records)
     assert secret not in server_log.read_text()

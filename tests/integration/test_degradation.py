@@ -173,9 +173,7 @@ def test_vision_down_moderation_fallback_else_503(vision: OfflineVisionStage) ->
 def test_disclaimer_and_intermediate_on_rule_answers(vision: OfflineVisionStage) -> None:
     pipeline = Pipeline(vision, None)
     answer = asyncio.run(
-        pipeline.answer(
-            Query([cat()], "Is this image safe for work? Any legal risk?", include_intermediate=True)
-        )
+        pipeline.answer(Query([cat()], "Is this image safe for work? Any legal risk?", include_intermediate=True))
     )
     assert answer.route == "rule" and answer.text.endswith("AI-assisted suggestion, for reference only")
     assert answer.intermediate["vision"]["answer_source"] == "rule:safety"

@@ -92,9 +92,7 @@ def test_missing_scikit_image_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.slow
-def test_run_eval_on_a_subset_reports_a_strict_score(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_eval_on_a_subset_reports_a_strict_score(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results.jsonl"
     settings = load_settings({"max_tokens": 64})
     code = asyncio.run(run_eval(settings, out, ids=SUBSET))

@@ -147,9 +147,7 @@ def sse_events(response: httpx.Response) -> list[dict]:
 # ------------------------------------------------------------------ every endpoint, scripted model
 
 
-def test_infer_answers_with_boxes_in_pixels_of_the_original_image(
-    scripted_server: str, image_dir: Path
-) -> None:
+def test_infer_answers_with_boxes_in_pixels_of_the_original_image(scripted_server: str, image_dir: Path) -> None:
     photo = image_dir / "astronaut.jpg"
     r = httpx.post(
         f"{scripted_server}/infer",
@@ -181,14 +179,10 @@ def test_infer_by_url_with_a_smaller_max_pixels_still_maps_boxes_to_the_original
 def test_caption_and_predict(scripted_server: str, image_dir: Path) -> None:
     photo = image_dir / "chelsea.jpg"
     with photo.open("rb") as handle:
-        r = httpx.post(
-            f"{scripted_server}/caption", files={"file": ("c.jpg", handle, "image/jpeg")}, timeout=60
-        )
+        r = httpx.post(f"{scripted_server}/caption", files={"file": ("c.jpg", handle, "image/jpeg")}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["caption"] == SCRIPT_ANSWER and r.json()["route"] == "direct"
-    r = httpx.post(
-        f"{scripted_server}/api/predict", json={"data": ["What is this?", data_url(photo)]}, timeout=60
-    )
+    r = httpx.post(f"{scripted_server}/api/predict", json={"data": ["What is this?", data_url(photo)]}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["data"] == [SCRIPT_ANSWER]
 

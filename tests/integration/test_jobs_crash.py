@@ -76,9 +76,7 @@ def check_exactly_once(rows: list[dict], names: list[str]) -> None:
     assert sorted(keys) == names, "an item is missing"
     parked = {row["key"]: row for row in rows if row["status"] == "parked"}
     assert sorted(parked) == [f"broken{i}.png" for i in range(N_BROKEN)]
-    assert all(
-        row["error"].startswith("unsupported_format") and row["failures"] == 2 for row in parked.values()
-    )
+    assert all(row["error"].startswith("unsupported_format") and row["failures"] == 2 for row in parked.values())
     done = [row for row in rows if row["status"] == "done"]
     assert len(done) == N_GOOD and all(0 <= row["result"]["nsfw_score"] <= 1 for row in done)
 
@@ -105,9 +103,7 @@ def test_cli_batch_survives_two_sigkills(tmp_path: Path) -> None:
         killed_at.append(finished_count(db))
     assert not out.exists(), "results are only written when the job has finished"
     assert killed_at[0] < killed_at[1] < len(names)
-    done = subprocess.run(
-        batch_command(tmp_path / "images", out, db), capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run(batch_command(tmp_path / "images", out, db), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     print(f"killed after {killed_at} finished items; resumed: {done.stderr.strip().splitlines()[-1]}")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -140,12 +136,8 @@ def test_server_job_survives_sigkill_of_the_server(tmp_path: Path) -> None:
     ]
     proc, base = start_server(args, log)
     try:
-        body = "".join(
-            json.dumps({"key": n, "image": (tmp_path / "images" / n).as_uri()}) + "\n" for n in names
-        )
-        submitted = httpx.post(
-            f"{base}/jobs", params={"task": "safety", "job_id": "crash"}, content=body, timeout=30
-        )
+        body = "".join(json.dumps({"key": n, "image": (tmp_path / "images" / n).as_uri()}) + "\n" for n in names)
+        submitted = httpx.post(f"{base}/jobs", params={"task": "safety", "job_id": "crash"}, content=body, timeout=30)
         assert submitted.status_code == 202, submitted.text
         assert submitted.json()["total"] == len(names)
         target = random.randint(20, 150)
@@ -160,17 +152,13 @@ def test_server_job_survives_sigkill_of_the_server(tmp_path: Path) -> None:
         assert not progress["finished"]
         proc, base = start_server(args, tmp_path / "server2.log")
         # Resubmitting the same job id and keys adds nothing.
-        resubmitted = httpx.post(
-            f"{base}/jobs", params={"task": "safety", "job_id": "crash"}, content=body, timeout=30
-        )
+        resubmitted = httpx.post(f"{base}/jobs", params={"task": "safety", "job_id": "crash"}, content=body, timeout=30)
         assert resubmitted.json()["added"] == 0
         deadline = time.monotonic() + 180
         while not (progress := httpx.get(f"{base}/jobs/crash", timeout=10).json())["finished"]:
             assert time.monotonic() < deadline, progress
             time.sleep(0.2)
-        rows = [
-            json.loads(line) for line in httpx.get(f"{base}/jobs/crash/results", timeout=30).text.splitlines()
-        ]
+        rows = [json.loads(line) for line in httpx.get(f"{base}/jobs/crash/results", timeout=30).text.splitlines()]
         check_exactly_once(rows, names)
         csv_text = httpx.get(f"{base}/jobs/crash/results", params={"format": "csv"}, timeout=30).text
         assert csv_text.splitlines()[0].startswith("key,status,failures,error")

@@ -171,9 +171,7 @@ def test_concurrent_requests_share_decode_steps(stage: LlamaCppLanguageStage) ->
         return list(
             await asyncio.gather(
                 stage.generate(ask("Count from 1 to 30, separated by spaces.", max_tokens=16)),
-                stage.generate(
-                    ask("List the English alphabet in capitals, separated by spaces.", max_tokens=16)
-                ),
+                stage.generate(ask("List the English alphabet in capitals, separated by spaces.", max_tokens=16)),
             )
         )
 

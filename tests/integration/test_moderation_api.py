@@ -26,9 +26,7 @@ def b64(image: Image.Image) -> str:
 
 @pytest.mark.parametrize("name", ["astronaut.jpg", "coffee.jpg", "chelsea.jpg"])
 def test_safe_photo_passes_with_no_categories(live_server: str, image_dir: Path, name: str) -> None:
-    reply = httpx.post(
-        f"{live_server}/moderate", json={"image_url": (image_dir / name).as_uri()}, timeout=120
-    )
+    reply = httpx.post(f"{live_server}/moderate", json={"image_url": (image_dir / name).as_uri()}, timeout=120)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert (body["is_sensitive"], body["categories"], body["suggestion"]) == (False, [], "pass")

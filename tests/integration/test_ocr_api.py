@@ -59,9 +59,7 @@ def b64(image: Image.Image) -> str:
 
 
 def test_ocr_returns_ordered_lines_and_a_table(live_server: str) -> None:
-    body = httpx.post(
-        f"{live_server}/ocr", json={"image_base64": b64(render_table(TABLE))}, timeout=120
-    ).json()
+    body = httpx.post(f"{live_server}/ocr", json={"image_base64": b64(render_table(TABLE))}, timeout=120).json()
     assert body["tables"] and body["tables"][0]["rows"] == TABLE
     assert body["tables"][0]["markdown"].startswith("| Item | Qty | Unit price | Amount |")
     assert [line["row"] for line in body["lines"]] == sorted(line["row"] for line in body["lines"])

@@ -163,9 +163,7 @@ class _Unavailable(http.server.BaseHTTPRequestHandler):
 def test_upstream_503_is_retried_then_stage_unavailable() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    stage = OpenAICompatStage(
-        f"http://127.0.0.1:{server.server_address[1]}/v1", "m", role="language", retries=2
-    )
+    stage = OpenAICompatStage(f"http://127.0.0.1:{server.server_address[1]}/v1", "m", role="language", retries=2)
 
     async def run() -> None:
         await stage.load()
@@ -206,23 +204,17 @@ def test_llamacpp_server_as_language_upstream_matches_in_process() -> None:
     from flashvl.stages.llamacpp import LlamaCppLanguageStage
 
     try:
-        path = ensure_brain_model(
-            Path(os.environ.get("FLASHVL_MODEL_DIR", "~/.cache/flashvl/models")).expanduser()
-        )
+        path = ensure_brain_model(Path(os.environ.get("FLASHVL_MODEL_DIR", "~/.cache/flashvl/models")).expanduser())
     except BrainModelError as exc:
         pytest.skip(f"real brain model unavailable: {exc.message}")
-    request = ChatRequest(
-        [ChatMessage("user", "Name one primary colour. One word.")], max_tokens=8, temperature=0
-    )
+    request = ChatRequest([ChatMessage("user", "Name one primary colour. One word.")], max_tokens=8, temperature=0)
 
     async def run() -> tuple[Generation, list[TextDelta], Generation, str]:
         brain = LlamaCppLanguageStage(path, slots=1, ctx=2048)
         await brain.load()
         try:
             local = await brain.generate(request)
-            stage = OpenAICompatStage(
-                brain.http_address or "", "brain", role="language", api_key=brain.http_api_key
-            )
+            stage = OpenAICompatStage(brain.http_address or "", "brain", role="language", api_key=brain.http_api_key)
             await stage.load()
             deltas: list[TextDelta] = []
             final: Generation | None = None

@@ -46,18 +46,14 @@ def test_vision_only_answers_carry_a_notice_in_the_question_language(stage: Offl
 
 
 def test_rule_route_needs_no_language_stage(stage: OfflineVisionStage) -> None:
-    answer = asyncio.run(
-        Pipeline(stage, None).answer(Query([load("coffee")], "Is this image safe for work?"))
-    )
+    answer = asyncio.run(Pipeline(stage, None).answer(Query([load("coffee")], "Is this image safe for work?")))
     assert answer.route == "rule" and answer.text.startswith("Yes") and answer.confidence > 0.5
     assert answer.stages[0].backend == "offline-pipeline" and answer.stages[0].seconds > 0
 
 
 def test_stream_yields_text_then_the_final_answer(stage: OfflineVisionStage) -> None:
     async def collect() -> list[object]:
-        return [
-            event async for event in Pipeline(stage, None).stream(Query([load("rocket")], task="caption"))
-        ]
+        return [event async for event in Pipeline(stage, None).stream(Query([load("rocket")], task="caption"))]
 
     events = asyncio.run(collect())
     assert isinstance(events[0], TextDelta) and isinstance(events[-1], Answer)

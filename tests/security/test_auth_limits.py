@@ -39,9 +39,7 @@ def _token(key: object, alg: str = "HS256", headers: dict | None = None, **claim
 @pytest.fixture(scope="module")
 def rsa_pair() -> tuple[rsa.RSAPrivateKey, bytes]:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, pem
 
 
@@ -71,9 +69,7 @@ def test_bad_key_entries_are_refused(entry: str) -> None:
 def test_hs256_jwt_claims_are_checked(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_bytes(SECRET)
-    auth = Authenticator(
-        Settings(jwt_secret_file=secret_file, jwt_audience=AUD, jwt_issuer=ISS, jwt_leeway_s=0)
-    )
+    auth = Authenticator(Settings(jwt_secret_file=secret_file, jwt_audience=AUD, jwt_issuer=ISS, jwt_leeway_s=0))
     ok = auth.authenticate("Bearer " + _token(SECRET, scope="infer batch"), None)
     assert ok.name == "jwt:alice" and ok.has("batch") and not ok.has("admin")
     now = int(time.time())
@@ -101,19 +97,13 @@ def test_rs256_with_pem_and_jwks(tmp_path: Path, rsa_pair: tuple[rsa.RSAPrivateK
     # Algorithm confusion: an HS256 token "signed" with the public key must not pass.
     with pytest.raises(AuthError):
         auth.authenticate(
-            "Bearer "
-            + jwt.encode({"aud": AUD, "iss": ISS, "exp": int(time.time()) + 60}, "k" * 40, algorithm="HS256"),
+            "Bearer " + jwt.encode({"aud": AUD, "iss": ISS, "exp": int(time.time()) + 60}, "k" * 40, algorithm="HS256"),
             None,
         )
     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key())) | {"kid": "k1", "use": "sig"}
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    jwks_auth = Authenticator(
-        Settings(jwt_jwks_file=tmp_path / "jwks.json", jwt_audience=AUD, jwt_issuer=ISS)
-    )
-    assert (
-        jwks_auth.authenticate("Bearer " + _token(private, "RS256", headers={"kid": "k1"}), None).name
-        == "jwt:alice"
-    )
+    jwks_auth = Authenticator(Settings(jwt_jwks_file=tmp_path / "jwks.json", jwt_audience=AUD, jwt_issuer=ISS))
+    assert jwks_auth.authenticate("Bearer " + _token(private, "RS256", headers={"kid": "k1"}), None).name == "jwt:alice"
     with pytest.raises(AuthError):
         jwks_auth.authenticate("Bearer " + _token(private, "RS256", headers={"kid": "other"}), None)
 

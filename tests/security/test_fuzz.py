@@ -61,9 +61,7 @@ def test_fuzz_openapi_no_server_errors(fuzz_server: tuple[str, Path]) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 6
     # Operations without parameters or body have one possible request: a few each; the rest share the budget.
-    heavy = [
-        op for op in operations if op.definition.raw.get("requestBody") or op.definition.raw.get("parameters")
-    ]
+    heavy = [op for op in operations if op.definition.raw.get("requestBody") or op.definition.raw.get("parameters")]
     per_heavy = int((TOTAL_CASES - 5 * len(operations)) / (2 * len(heavy)) * 1.35) + 1
     statuses: Counter[int] = Counter()
     server_errors: list[str] = []
@@ -84,9 +82,7 @@ def test_fuzz_openapi_no_server_errors(fuzz_server: tuple[str, Path]) -> None:
                 response = case.call(base_url=base, session=session, headers=headers, timeout=30)
                 statuses[response.status_code] += 1
                 if response.status_code >= 500:
-                    server_errors.append(
-                        f"{case.method} {case.path}: {response.status_code} {response.text[:200]}"
-                    )
+                    server_errors.append(f"{case.method} {case.path}: {response.status_code} {response.text[:200]}")
 
             try:
                 run()

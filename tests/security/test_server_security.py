@@ -234,9 +234,7 @@ def ssrf_payloads(port: int, redirector: str) -> list[str]:
 
 def _send(base: str, url: str, endpoint: int) -> httpx.Response:
     if endpoint == 0:
-        return httpx.post(
-            f"{base}/infer", json={"image_url": url, "prompt": PROMPT}, headers=auth(), timeout=30
-        )
+        return httpx.post(f"{base}/infer", json={"image_url": url, "prompt": PROMPT}, headers=auth(), timeout=30)
     if endpoint == 1:
         return httpx.post(f"{base}/api/predict", json={"data": [PROMPT, url]}, headers=auth(), timeout=30)
     body = {
@@ -307,9 +305,7 @@ def test_hostile_files_are_refused_before_decoding_with_bounded_memory(server: t
     files = {k: v for k, v in hostile.build().items() if k not in KNOWN_ACCEPTED}
     normal = hostile.small_jpeg()
     for _ in range(2):  # warm up both paths with a real image: first inferences grow ONNX arenas
-        httpx.post(
-            f"{base}/caption", files={"file": ("ok.jpg", normal, "image/jpeg")}, headers=auth(), timeout=60
-        )
+        httpx.post(f"{base}/caption", files={"file": ("ok.jpg", normal, "image/jpeg")}, headers=auth(), timeout=60)
         httpx.post(
             f"{base}/infer",
             headers=auth(),
@@ -345,9 +341,7 @@ def test_hostile_files_are_refused_before_decoding_with_bounded_memory(server: t
 def test_huge_jpeg_metadata_is_refused(server: tuple[str, int, Path]) -> None:
     base, _, _ = server
     data, content_type = hostile.build()["jpeg_huge_exif_metadata"]
-    response = httpx.post(
-        f"{base}/caption", files={"file": ("x.jpg", data, content_type)}, headers=auth(), timeout=60
-    )
+    response = httpx.post(f"{base}/caption", files={"file": ("x.jpg", data, content_type)}, headers=auth(), timeout=60)
     assert response.status_code == 413 and response.json()["error"]["code"] == "image_metadata_too_large"
 
 
@@ -380,9 +374,7 @@ def test_rate_limit_holds_within_ten_percent(server: tuple[str, int, Path]) -> N
     assert retry_after and all(v.isdigit() and int(v) >= 1 for v in retry_after)
 
 
-def test_model_queue_is_bounded_and_says_when_to_retry(
-    server: tuple[str, int, Path], image_dir: Path
-) -> None:
+def test_model_queue_is_bounded_and_says_when_to_retry(server: tuple[str, int, Path], image_dir: Path) -> None:
     base, _, _ = server
     photo = (image_dir / "astronaut.jpg").read_bytes()
 
@@ -396,9 +388,7 @@ def test_model_queue_is_bounded_and_says_when_to_retry(
     statuses = sorted(r.status_code for r in responses)
     busy = [r for r in responses if r.status_code == 503]
     assert set(statuses) <= {200, 503} and statuses.count(200) >= 3 and busy, statuses
-    assert all(
-        r.json()["error"]["code"] == "server_busy" and int(r.headers["retry-after"]) >= 1 for r in busy
-    )
+    assert all(r.json()["error"]["code"] == "server_busy" and int(r.headers["retry-after"]) >= 1 for r in busy)
 
 
 # ------------------------------------------------------------------ logs

@@ -23,9 +23,7 @@ def test_named_object_the_vision_stage_did_not_report() -> None:
 
 
 def test_negated_mentions_are_not_named_object_conflicts() -> None:
-    conflicts = Arbiter().check(
-        CAT, CAT_DESCRIPTION, "A tabby cat lies in the centre; no person was detected."
-    )
+    conflicts = Arbiter().check(CAT, CAT_DESCRIPTION, "A tabby cat lies in the centre; no person was detected.")
     assert "named_object" not in kinds(conflicts)
 
 
@@ -59,9 +57,7 @@ def test_threshold_is_calibrated_on_the_labelled_pairs() -> None:
 
 def test_review_store_lists_and_resolves() -> None:
     store = ReviewStore(max_items=2)
-    first = store.add(
-        question="q1", answer="a", description="d", reasons=["r"], image_sha256=["x"], route="cascade"
-    )
+    first = store.add(question="q1", answer="a", description="d", reasons=["r"], image_sha256=["x"], route="cascade")
     store.add(question="q2", answer="a", description="d", reasons=["r"], image_sha256=["x"], route="cascade")
     store.add(question="q3", answer="a", description="d", reasons=["r"], image_sha256=["x"], route="cascade")
     assert store.get(first.id) is None and [i.question for i in store.list()] == ["q2", "q3"]
@@ -90,9 +86,7 @@ def test_breaker_opens_probes_and_closes_by_itself() -> None:
 
 def test_keyword_fallback_and_moderation_detection() -> None:
     assert is_moderation_request("vqa", "Is this image safe for work?")
-    assert is_moderation_request("vqa", "这张图片违规吗?") and not is_moderation_request(
-        "vqa", "What colour?"
-    )
+    assert is_moderation_request("vqa", "这张图片违规吗?") and not is_moderation_request("vqa", "What colour?")
     flagged = keyword_fallback(["Is this gun picture allowed?"], "en")
     assert flagged.flagged and flagged.matched == ["gun"] and "Rule-based" in flagged.text
     assert not keyword_fallback(["这张图片违规吗?"], "zh").flagged

@@ -42,9 +42,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_assembles_parts_in_order_and_reports_progress(
-    tmp_path: Path, parts: tuple[list[Path], bytes]
-) -> None:
+def test_assembles_parts_in_order_and_reports_progress(tmp_path: Path, parts: tuple[list[Path], bytes]) -> None:
     paths, data = parts
     dest = tmp_path / "cache" / "model.gguf"
     seen: list[tuple[int, int]] = []
@@ -119,9 +117,7 @@ def test_stale_marker_forces_a_rehash_and_rebuild(tmp_path: Path, parts: tuple[l
     assert json.loads((dest.parent / "model.gguf.verified.json").read_text())["sha256"] == sha(data)
 
 
-def test_good_file_without_marker_is_rehashed_and_kept(
-    tmp_path: Path, parts: tuple[list[Path], bytes]
-) -> None:
+def test_good_file_without_marker_is_rehashed_and_kept(tmp_path: Path, parts: tuple[list[Path], bytes]) -> None:
     _, data = parts
     dest = tmp_path / "cache" / "model.gguf"
     dest.parent.mkdir()

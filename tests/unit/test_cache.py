@@ -25,18 +25,14 @@ def _image(value: int) -> LoadedImage:
 
 
 def _result(text: str) -> VisionResult:
-    return VisionResult(
-        "s", text, {"objects": []}, boxes=[Box("cat", 0.9, 1, 2, 3, 4)], timings=Timings({"x": 1.0})
-    )
+    return VisionResult("s", text, {"objects": []}, boxes=[Box("cat", 0.9, 1, 2, 3, 4)], timings=Timings({"x": 1.0}))
 
 
 def test_key_changes_with_image_stage_model_setting_and_parameters() -> None:
     stage = OfflineVisionStage(ocr_min_score=0.5)
     request = VisionRequest([_image(10)], "What is it?")
     key = vision_cache_key(stage, request)
-    assert key == vision_cache_key(
-        OfflineVisionStage(ocr_min_score=0.5), VisionRequest([_image(10)], "What is it?")
-    )
+    assert key == vision_cache_key(OfflineVisionStage(ocr_min_score=0.5), VisionRequest([_image(10)], "What is it?"))
     other_model = OfflineVisionStage(ocr_min_score=0.5)
     other_model.model_id = "another-model"
     variants = {

@@ -54,17 +54,12 @@ def test_empty_think_block_from_thinking_off() -> None:
 
 
 def test_boxes_drawn_while_thinking_are_not_the_answers_boxes() -> None:
-    raw = (
-        "<think>maybe <|begin_of_box|>[1,1,2,2]<|end_of_box|></think>"
-        "here <|begin_of_box|>[0,0,500,500]<|end_of_box|>"
-    )
+    raw = "<think>maybe <|begin_of_box|>[1,1,2,2]<|end_of_box|></think>here <|begin_of_box|>[0,0,500,500]<|end_of_box|>"
     assert [b.norm for b in parse_output(raw, 100, 100).boxes] == [(0, 0, 500, 500)]
 
 
 def test_several_boxes_in_one_tag_clamped_and_ordered() -> None:
-    boxes = parse_boxes(
-        "two cats <|begin_of_box|>[[10,20,30,40],[900,900,1200,800]]<|end_of_box|>", 1000, 500
-    )
+    boxes = parse_boxes("two cats <|begin_of_box|>[[10,20,30,40],[900,900,1200,800]]<|end_of_box|>", 1000, 500)
     assert [b.norm for b in boxes] == [(10, 20, 30, 40), (900, 800, 1000, 900)]
     assert boxes[1].pixels == (900, 400, 1000, 450)
     assert boxes[0].label == "two cats"

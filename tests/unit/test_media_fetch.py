@@ -230,9 +230,7 @@ async def test_ipv6_loopback_is_refused_without_connecting() -> None:
 async def test_watcher_does_see_a_connection_when_one_is_allowed(watcher: Watcher) -> None:
     """Proves the watcher can tell: with loopback allowed, the same fetch does connect."""
     with pytest.raises(MediaError):
-        await fetch(
-            f"http://127.0.0.1:{watcher.port}/img", Settings(fetch_allow_cidrs=LOCAL_ONLY, fetch_timeout_s=1)
-        )
+        await fetch(f"http://127.0.0.1:{watcher.port}/img", Settings(fetch_allow_cidrs=LOCAL_ONLY, fetch_timeout_s=1))
     assert watcher.saw_connection()
 
 
@@ -264,9 +262,7 @@ async def test_redirects_are_followed_up_to_the_limit(server: ImageServer) -> No
 
 
 @pytest.mark.anyio
-async def test_dns_answer_is_used_once_and_pinned(
-    server: ImageServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_dns_answer_is_used_once_and_pinned(server: ImageServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """DNS rebinding: the first answer (allowed) is validated, the second would point at a
     watcher on 127.0.0.2. The system resolver is swapped for one that rebinds; every other
     name still goes to the real one."""
@@ -293,9 +289,7 @@ async def test_dns_answer_is_used_once_and_pinned(
 
 
 @pytest.mark.anyio
-async def test_connection_that_lands_elsewhere_is_refused(
-    server: ImageServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_connection_that_lands_elsewhere_is_refused(server: ImageServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The peer check. Nothing real sends a pinned connection elsewhere, so this test
     rewrites httpcore's connect (a stand-in for a hostile network layer) to dial
     127.0.0.2, where a second real server answers."""
@@ -310,9 +304,7 @@ async def test_connection_that_lands_elsewhere_is_refused(
 
     monkeypatch.setattr(AnyIOBackend, "connect_tcp", misrouted)
     try:
-        error = await refusal(
-            f"http://127.0.0.1:{server.port}/img", Settings(fetch_allow_cidrs=["127.0.0.0/8"])
-        )
+        error = await refusal(f"http://127.0.0.1:{server.port}/img", Settings(fetch_allow_cidrs=["127.0.0.0/8"]))
         assert (error.code, error.status) == ("url_address_blocked", 403)
         assert "validated address 127.0.0.1" in error.message
     finally:
@@ -385,9 +377,7 @@ async def test_proxy_environment_and_cookies_are_ignored(
 
 
 @pytest.mark.anyio
-@pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="needs the openssl CLI to make a test certificate"
-)
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make a test certificate")
 async def test_https_pins_the_address_and_verifies_the_name(tmp_path: Path) -> None:
     """A real TLS server on 127.0.0.1 with a certificate for img.test: the pinned
     connection sends SNI img.test and verifies the certificate against that name."""
@@ -413,9 +403,7 @@ async def test_https_pins_the_address_and_verifies_the_name(tmp_path: Path) -> N
 
     settings = Settings(fetch_allow_cidrs=LOCAL_ONLY)
     try:
-        async with httpx.AsyncClient(
-            verify=ssl.create_default_context(cafile=cert), trust_env=False
-        ) as client:
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert), trust_env=False) as client:
             fetcher = UrlFetcher(settings, client, to_loopback)
             assert await fetcher.fetch(f"https://img.test:{srv.port}/img") == PNG
             with pytest.raises(MediaError) as caught:  # same address, a name the certificate lacks

@@ -238,9 +238,7 @@ async def test_trusted_path_is_read_with_the_cap(intake: MediaIntake, tmp_path: 
 
 
 @pytest.mark.anyio
-async def test_reference_accepts_every_openai_form(
-    intake: MediaIntake, image_dir: Path, http_root: str
-) -> None:
+async def test_reference_accepts_every_openai_form(intake: MediaIntake, image_dir: Path, http_root: str) -> None:
     encoded = base64.b64encode(PNG).decode()
     assert_is_png(await intake.from_reference(f"{http_root}/cat.png"), "url")
     assert_is_png(await intake.from_reference(f"data:image/png;base64,{encoded}"), "base64")

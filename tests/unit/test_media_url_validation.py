@@ -24,9 +24,7 @@ def anyio_backend() -> str:
 # ----------------------------------------------------------------- validator, no traffic
 
 
-@pytest.mark.parametrize(
-    "url", ["ftp://example.com/a.png", "gopher://x/", "javascript:alert(1)", "//x.com/a"]
-)
+@pytest.mark.parametrize("url", ["ftp://example.com/a.png", "gopher://x/", "javascript:alert(1)", "//x.com/a"])
 def test_only_http_and_https(url: str) -> None:
     with pytest.raises(MediaError) as caught:
         validate_url(url, Settings())

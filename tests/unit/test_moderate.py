@@ -40,9 +40,7 @@ def test_resident_id_checksum() -> None:
 
 
 def test_privacy_rules_find_ids_phones_passports_and_cards_and_mask_them() -> None:
-    found = categories(
-        f"身份证号 {VALID_ID}\n电话 138 1234 5678\nPassport No: E12345678\n卡号 4111 1111 1111 1111"
-    )
+    found = categories(f"身份证号 {VALID_ID}\n电话 138 1234 5678\nPassport No: E12345678\n卡号 4111 1111 1111 1111")
     evidence = " ".join(found["privacy"])
     assert "checksum valid" in evidence and "phone number" in evidence
     assert "passport-like" in evidence and "bank card" in evidence
@@ -54,9 +52,7 @@ def test_contact_and_keyword_rules() -> None:
     assert set(found) == {"contact_ads"}
     assert categories("大麻 出售")["drugs"]
     assert categories("An ordinary receipt: 2 coffees, total 7.50 EUR, thank you") == {}
-    assert (
-        categories("Order 2024-0315-7781 shipped on 2024-03-15") == {}
-    )  # dates and order numbers are not phones
+    assert categories("Order 2024-0315-7781 shipped on 2024-03-15") == {}  # dates and order numbers are not phones
 
 
 def test_combination_noisy_or_thresholds_and_suggestion() -> None:

@@ -51,9 +51,7 @@ def screenshot() -> np.ndarray:
     draw.rectangle((0, 0, 1280, 36), fill=(40, 40, 60))
     draw.text((16, 11), "File   Edit   View   Window   Help", font=font, fill=(255, 255, 255))
     for row in range(4):
-        draw.text(
-            (240, 120 + 36 * row), f"Network > Proxy > Setting number {row}", font=font, fill=(20, 20, 20)
-        )
+        draw.text((240, 120 + 36 * row), f"Network > Proxy > Setting number {row}", font=font, fill=(20, 20, 20))
     return np.asarray(image)
 
 
@@ -208,7 +206,5 @@ def test_loading_and_reading_download_nothing_and_write_nothing_to_cwd(
     monkeypatch.setattr(socket, "socket", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     offline_reader = TextReader(threads=1)
-    assert (
-        offline_reader.read(as_array(render_text(["Offline only"], font_size=28)))[0].text == "Offline only"
-    )
+    assert offline_reader.read(as_array(render_text(["Offline only"], font_size=28)))[0].text == "Offline only"
     assert os.listdir(tmp_path) == []

@@ -32,9 +32,7 @@ def test_classifier_held_out_accuracy_is_above_the_floor() -> None:
     predictions = router.probabilities([r["text"] for r in test]) >= 0.5
     accuracy = sum(p == (r["label"] == "cascade") for p, r in zip(predictions, test, strict=True)) / len(test)
     keywords = sum(KeywordRouter().decide(r["text"]).route == r["label"] for r in test) / len(test)
-    print(
-        f"router held-out accuracy: classifier {accuracy:.3f}, keyword rules {keywords:.3f} (n={len(test)})"
-    )
+    print(f"router held-out accuracy: classifier {accuracy:.3f}, keyword rules {keywords:.3f} (n={len(test)})")
     assert accuracy >= HELD_OUT_FLOOR
     assert json.loads(COEFFICIENTS.read_text())["test_rows"] == len(test)
 
@@ -43,9 +41,7 @@ def test_classifier_routes_simple_and_reasoning_questions() -> None:
     router = ClassifierRouter()
     assert router.decide("What colour is the bus?").route == "direct"
     assert router.decide("图片里有几只猫?").route == "direct"
-    assert (
-        router.decide("Why would someone leave a bicycle here, and what should they do?").route == "cascade"
-    )
+    assert router.decide("Why would someone leave a bicycle here, and what should they do?").route == "cascade"
     decision = router.decide("这样摆放是否合理?有什么风险?")
     assert decision.route == "cascade" and decision.strategy == "classifier" and decision.score > 0.5
 

@@ -110,9 +110,7 @@ async def progress(job_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/results", response_class=PlainTextResponse)
-async def results(
-    job_id: str, request: Request, format: Literal["jsonl", "csv"] = "jsonl"
-) -> PlainTextResponse:
+async def results(job_id: str, request: Request, format: Literal["jsonl", "csv"] = "jsonl") -> PlainTextResponse:
     """Finished items so far (done with their result, parked with their error), as JSONL or CSV."""
     service = _service(request)
     if service.store.get_job(job_id) is None:

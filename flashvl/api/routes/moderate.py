@@ -19,9 +19,7 @@ router = APIRouter(tags=["moderation"])
 class ImageInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    image_url: str | None = Field(
-        None, description="http(s) URL, data: URL, or file:// under the configured root."
-    )
+    image_url: str | None = Field(None, description="http(s) URL, data: URL, or file:// under the configured root.")
     image_base64: str | None = Field(None, description="Base64 image bytes, or a data:image/...;base64 URL.")
 
     @model_validator(mode="after")
@@ -37,12 +35,8 @@ class CategoryThreshold(BaseModel):
 
 
 class ModerateRequest(ImageInput):
-    review_threshold: float | None = Field(
-        None, ge=0, le=1, description="Override the server's review threshold."
-    )
-    block_threshold: float | None = Field(
-        None, ge=0, le=1, description="Override the server's block threshold."
-    )
+    review_threshold: float | None = Field(None, ge=0, le=1, description="Override the server's review threshold.")
+    block_threshold: float | None = Field(None, ge=0, le=1, description="Override the server's block threshold.")
     category_thresholds: dict[str, CategoryThreshold] = Field(
         default_factory=dict, description="Per-category overrides."
     )
@@ -71,9 +65,7 @@ class ModerationCategory(BaseModel):
 class ModerateResponse(BaseModel):
     is_sensitive: bool
     categories: list[ModerationCategory]
-    confidence: float = Field(
-        description="Flagged: the top category's score. Passed: 1 - the strongest score seen."
-    )
+    confidence: float = Field(description="Flagged: the top category's score. Passed: 1 - the strongest score seen.")
     suggestion: Literal["pass", "review", "block"]
     reasons: list[str]
     stages: list[dict[str, Any]]

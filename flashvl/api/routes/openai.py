@@ -65,7 +65,8 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
                     if len(images) >= state.settings.max_images_per_request:
                         raise FlashvlError(
                             "too_many_images",
-                            f"At most {state.settings.max_images_per_request} images per request.", 400,
+                            f"At most {state.settings.max_images_per_request} images per request.",
+                            400,
                         )
                     images.append(part.image_url.url)
         text = "\n".join(texts)
@@ -107,26 +108,43 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "finish_reason": answer.finish_reason,
-                     "message": {"role": "assistant", "content": answer.text,
-                                 "reasoning_content": answer.thinking}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": answer.finish_reason,
+                "message": {"role": "assistant", "content": answer.text, "reasoning_content": answer.thinking},
+            }
+        ],
         "usage": _usage(answer),
         "flashvl": meta(request, answer),
     }
 
 
 def _usage(answer: Answer) -> dict[str, int]:
-    return {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
-            "total_tokens": answer.prompt_tokens + answer.completion_tokens}
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
 
 
 async def _stream(
-    request: Request, state: AppState, query: Query, completion_id: str, created: int, model: str,
+    request: Request,
+    state: AppState,
+    query: Query,
+    completion_id: str,
+    created: int,
+    model: str,
     include_usage: bool,
 ) -> AsyncIterator[str]:
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]} | extra
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        } | extra
         return json.dumps(body, ensure_ascii=False)
 
     yield chunk({"role": "assistant", "content": ""})
@@ -141,21 +159,30 @@ async def _stream(
                     record_answer(request, state, event, query)
                     yield chunk({}, event.finish_reason, flashvl=meta(request, event))
                     if include_usage:
-                        yield json.dumps({"id": completion_id, "object": "chat.completion.chunk",
-                                          "created": created, "model": model, "choices": [],
-                                          "usage": _usage(event)})
+                        yield json.dumps(
+                            {
+                                "id": completion_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": _usage(event),
+                            }
+                        )
     except TimeoutError:
         state.metrics.errors.labels("request_timeout").inc()
-        yield json.dumps({"error": {"code": "request_timeout", "message": "The answer took too long.",
-                                    "type": "server_error"}})
+        yield json.dumps(
+            {"error": {"code": "request_timeout", "message": "The answer took too long.", "type": "server_error"}}
+        )
     except FlashvlError as exc:
         state.metrics.errors.labels(exc.code).inc()
         yield json.dumps({"error": exc.to_dict()})
     except Exception as exc:  # headers are gone: report in-band, log the detail server-side
         log.exception("stream_failed", error=type(exc).__name__)
         state.metrics.errors.labels("internal_error").inc()
-        yield json.dumps({"error": {"code": "internal_error", "message": "The answer failed mid-stream.",
-                                    "type": "server_error"}})
+        yield json.dumps(
+            {"error": {"code": "internal_error", "message": "The answer failed mid-stream.", "type": "server_error"}}
+        )
     finally:
         await events.aclose()
     yield "[DONE]"

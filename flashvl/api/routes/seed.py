@@ -37,9 +37,15 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
         image = await state.intake.from_reference(body.image_url)
     else:
         image = await state.intake.from_base64(body.image_base64 or "")
-    query = Query(images=[image], question=body.prompt, max_tokens=max_tokens, max_pixels=body.max_pixels,
-                  route=body.route, include_intermediate=body.include_intermediate,
-                  temperature=state.settings.temperature if body.temperature is None else body.temperature)
+    query = Query(
+        images=[image],
+        question=body.prompt,
+        max_tokens=max_tokens,
+        max_pixels=body.max_pixels,
+        route=body.route,
+        include_intermediate=body.include_intermediate,
+        temperature=state.settings.temperature if body.temperature is None else body.temperature,
+    )
     answer = await answer_query(request, state, query)
     return meta(request, answer) | {
         "text": answer.text,
@@ -64,8 +70,8 @@ async def predict(body: PredictRequest, request: Request, state: Ready) -> dict[
     start = time.perf_counter()
     question, reference = body.data
     image = await state.intake.from_reference(reference)
-    query = Query(images=[image], question=question, max_tokens=state.settings.max_tokens,
-                  temperature=state.settings.temperature)
+    query = Query(
+        images=[image], question=question, max_tokens=state.settings.max_tokens, temperature=state.settings.temperature
+    )
     answer = await answer_query(request, state, query)
-    return {"data": [answer.text], "duration": round(time.perf_counter() - start, 4),
-            "flashvl": meta(request, answer)}
+    return {"data": [answer.text], "duration": round(time.perf_counter() - start, 4), "flashvl": meta(request, answer)}

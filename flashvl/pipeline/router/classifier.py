@@ -41,9 +41,7 @@ class ClassifierRouter:
 
     name = "classifier"
 
-    def __init__(
-        self, path: Path = COEFFICIENTS, embedder: Embedder | None = None, threshold: float = 0.5
-    ) -> None:
+    def __init__(self, path: Path = COEFFICIENTS, embedder: Embedder | None = None, threshold: float = 0.5) -> None:
         data = json.loads(path.read_text())
         self.weights = np.asarray(data["coef"], dtype=np.float32)
         self.bias = float(data["intercept"])

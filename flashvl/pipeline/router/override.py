@@ -5,9 +5,7 @@ from __future__ import annotations
 from flashvl.pipeline.router.base import Decision, RequestedRoute, Router
 
 
-def resolve_route(
-    requested: RequestedRoute | None, default: RequestedRoute, router: Router, question: str
-) -> Decision:
+def resolve_route(requested: RequestedRoute | None, default: RequestedRoute, router: Router, question: str) -> Decision:
     """The request's own choice wins; "auto" (or none, with an "auto" default) asks ``router``."""
     choice = requested or default
     if choice in ("direct", "cascade"):

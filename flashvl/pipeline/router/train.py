@@ -41,9 +41,7 @@ def main() -> None:
         )
         + "\n"
     )
-    print(
-        f"{len(rows)} questions ({len(train)} train, {len(test)} held out); held-out accuracy {accuracy:.3f}"
-    )
+    print(f"{len(rows)} questions ({len(train)} train, {len(test)} held out); held-out accuracy {accuracy:.3f}")
 
 
 if __name__ == "__main__":

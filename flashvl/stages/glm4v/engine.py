@@ -32,9 +32,7 @@ STOP_STRINGS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 class Prepared:
     """One request, tokenised and with its pixels preprocessed (on a thread, off the event loop)."""
 
-    inputs: dict[
-        str, torch.Tensor
-    ]  # input_ids, attention_mask, mm_token_type_ids, [pixel_values, image_grid_thw]
+    inputs: dict[str, torch.Tensor]  # input_ids, attention_mask, mm_token_type_ids, [pixel_values, image_grid_thw]
     max_tokens: int
     temperature: float
     top_p: float
@@ -216,9 +214,7 @@ class RowTracker(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def run_batch(
-    model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: str, dtype: torch.dtype
-) -> None:
+def run_batch(model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: str, dtype: torch.dtype) -> None:
     """Generate one batch; each job receives ``RowDelta`` pieces then one ``RowDone``."""
     started = time.perf_counter()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

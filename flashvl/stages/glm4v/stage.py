@@ -108,9 +108,7 @@ class Glm4vStage:
             processor = AutoProcessor.from_pretrained(ref, **options)
             model = AutoModelForImageTextToText.from_pretrained(ref, dtype=dtype, **options)
         except OSError as exc:
-            hint = (
-                "" if self.allow_download else " (downloads are off: set glm_allow_download or give a folder)"
-            )
+            hint = "" if self.allow_download else " (downloads are off: set glm_allow_download or give a folder)"
             raise StageUnavailable(self.name, f"cannot load {ref!r}{hint}: {exc}", retry_after=60) from exc
         processor.tokenizer.padding_side = "left"
         self._processor = processor

@@ -90,6 +90,4 @@ class ImageClassifier:
         probabilities = _softmax(logits.astype(np.float64))
         top_k = max(0, min(top_k, NUM_CLASSES))
         best = np.argsort(-probabilities, kind="stable")[:top_k]
-        return [
-            Label(int(i), self.names[i], self.names_zh[i], float(probabilities[i])) for i in best.tolist()
-        ]
+        return [Label(int(i), self.names[i], self.names_zh[i], float(probabilities[i])) for i in best.tolist()]

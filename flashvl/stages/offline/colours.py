@@ -62,9 +62,7 @@ def name_colour(rgb: tuple[int, int, int] | np.ndarray) -> tuple[str, str]:
 
 def dominant_colours(rgb: np.ndarray, k: int = 3) -> list[NamedColour]:
     """Main colours of a region, largest share first (k-means on a small copy)."""
-    small = (
-        cv2.resize(rgb, (48, 48), interpolation=cv2.INTER_AREA) if rgb.shape[0] * rgb.shape[1] > 2304 else rgb
-    )
+    small = cv2.resize(rgb, (48, 48), interpolation=cv2.INTER_AREA) if rgb.shape[0] * rgb.shape[1] > 2304 else rgb
     pixels = small.reshape(-1, 3).astype(np.float32)
     k = max(1, min(k, len(pixels)))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
@@ -78,8 +76,7 @@ def dominant_colours(rgb: np.ndarray, k: int = 3) -> list[NamedColour]:
         prev_share, prev_centre = merged.get(key, (0.0, centres[idx]))
         merged[key] = (prev_share + share, prev_centre)
     colours = [
-        NamedColour(n, nz, tuple(int(c) for c in centre), float(share))
-        for (n, nz), (share, centre) in merged.items()
+        NamedColour(n, nz, tuple(int(c) for c in centre), float(share)) for (n, nz), (share, centre) in merged.items()
     ]
     return sorted(colours, key=lambda c: -c.share)
 

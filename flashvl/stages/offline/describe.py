@@ -75,10 +75,7 @@ def describe_objects(obs: Observations, lang: Lang) -> str:
             else "The object detector found no objects of its 80 COCO classes."
         )
     if lang == "zh":
-        parts = [
-            f"{_name(obs, o.ref, lang)}(置信度{o.score:.2f},{_where_zh(o)},{_SIZE_ZH[o.size]})"
-            for o in listed
-        ]
+        parts = [f"{_name(obs, o.ref, lang)}(置信度{o.score:.2f},{_where_zh(o)},{_SIZE_ZH[o.size]})" for o in listed]
         text = "目标检测器检测到:" + "、".join(parts) + "。"
         rels = [
             f"{_name(obs, r.subject, lang)}{_REL_ZH[r.relation].format(b=_name(obs, r.object, lang))}"
@@ -90,8 +87,7 @@ def describe_objects(obs: Observations, lang: Lang) -> str:
         parts = [f"{_name(obs, o.ref, lang)} ({o.score:.2f}, {_where_en(o)}, {o.size})" for o in listed]
         text = "The object detector found: " + "; ".join(parts) + "."
         rels = [
-            f"{_name(obs, r.subject, lang)} {_REL_EN[r.relation]} {_name(obs, r.object, lang)}"
-            for r in obs.relations
+            f"{_name(obs, r.subject, lang)} {_REL_EN[r.relation]} {_name(obs, r.object, lang)}" for r in obs.relations
         ]
         if rels:
             text += " Positions: " + "; ".join(rels) + "."
@@ -164,9 +160,7 @@ def describe(obs: Observations, lang: Lang) -> str:
     ]
     if obs.disagreements:
         pieces.append(
-            ("各部件结论不一致:" if lang == "zh" else "The parts disagree: ")
-            + "; ".join(obs.disagreements)
-            + "."
+            ("各部件结论不一致:" if lang == "zh" else "The parts disagree: ") + "; ".join(obs.disagreements) + "."
         )
     return "\n".join(p for p in pieces if p)
 

@@ -118,9 +118,7 @@ class ObjectDetector:
             offset = np.array([(INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2], np.float32)
             canvas = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
             x0, y0 = int(offset[0]), int(offset[1])
-            canvas[y0 : y0 + new_h, x0 : x0 + new_w] = cv2.resize(
-                rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR
-            )
+            canvas[y0 : y0 + new_h, x0 : x0 + new_w] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
             scale = np.array([new_w / width, new_h / height], np.float32)
         else:
             canvas = cv2.resize(rgb, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)

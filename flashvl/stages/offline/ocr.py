@@ -161,11 +161,7 @@ def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> 
     they locate each character boundary, and the line's own pixels say how wide the gap there is.
     """
     glyphs = [(item[0], np.asarray(item[2], dtype=np.float32)) for item in chars or ()]
-    if (
-        not glyphs
-        or not any(_is_cjk(c) for c in text)
-        or "".join(g for g, _ in glyphs) != text.replace(" ", "")
-    ):
+    if not glyphs or not any(_is_cjk(c) for c in text) or "".join(g for g, _ in glyphs) != text.replace(" ", ""):
         return text
     crop, warp = _rectify(rgb, quad)
     ink = _ink_mask(crop)
@@ -185,10 +181,7 @@ def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> 
             prev = text[position - 1]
             if (_is_cjk(prev) or _is_cjk(char)) and not (_is_punct(prev) or _is_punct(char)):
                 start, stop = sorted((centres[glyph_index - 1], centres[glyph_index]))
-                if (
-                    _longest_run(blank[max(0, int(start)) : max(0, int(stop))])
-                    > _SPACE_GAP_RATIO * ink_height
-                ):
+                if _longest_run(blank[max(0, int(start)) : max(0, int(stop))]) > _SPACE_GAP_RATIO * ink_height:
                     out.append(" ")
         out.append(char)
         glyph_index += 1

@@ -200,12 +200,7 @@ def find_disagreements(objects: list[SceneObject], labels: list[dict[str, Any]])
                 f"{top['name']} ({top['score']:.2f}), a {group}"
             )
             break
-    if (
-        group in {"cat", "dog", "bird"}
-        and not detected & _COCO_ANIMALS
-        and top["score"] >= 0.5
-        and not messages
-    ):
+    if group in {"cat", "dog", "bird"} and not detected & _COCO_ANIMALS and top["score"] >= 0.5 and not messages:
         messages.append(
             f"the classifier says {top['name']} ({top['score']:.2f}) but the object detector found no animal"
         )

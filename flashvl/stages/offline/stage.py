@@ -139,9 +139,7 @@ class OfflineVisionStage:
             timings=timings,
         )
 
-    def _observe(
-        self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings
-    ) -> Observations:
+    def _observe(self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings) -> Observations:
         """Run every part on one image. The result does not depend on the question, so it is
         memoised per image (several questions about one image run the models once)."""
         assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
@@ -167,11 +165,7 @@ class OfflineVisionStage:
         with timings.measure("safety"):
             obs.nsfw_score = round(float(self._safety.score(rgb)), 4)
             obs.safety_verdict = (
-                "safe"
-                if obs.nsfw_score < self._safe
-                else "unsafe"
-                if obs.nsfw_score > self._unsafe
-                else "uncertain"
+                "safe" if obs.nsfw_score < self._safe else "unsafe" if obs.nsfw_score > self._unsafe else "uncertain"
             )
         with timings.measure("colours"):
             obs.background, obs.foreground = background_and_foreground(rgb)

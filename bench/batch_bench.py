@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,6 @@ import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -63,9 +61,10 @@ async def run_batch(settings, folder: Path) -> float:
 
 
 def run_http(paths: list[Path], log: Path) -> float:
-    from conftest import start_server, stop_server
+    from flashvl.testing import start_server, stop_server
 
-    proc, base = start_server(["--language", "none"], log)
+    server = start_server(["--language", "none"], log)
+    proc, base = server.proc, server.base
     try:
         bodies = [{"image_base64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
         with httpx.Client(timeout=300) as client:

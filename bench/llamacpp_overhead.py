@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flashvl.stages.brain_model import ensure_brain_model
 from flashvl.stages.llamacpp import LlamaCppLanguageStage
-from tests.conftest import start_server, stop_server
+from flashvl.testing import start_server, stop_server
 
 RESULTS = Path(__file__).parent / "results"
 BODY = {
@@ -51,10 +51,11 @@ def main() -> None:
     args = parser.parse_args()
     path = ensure_brain_model(Path(os.environ.get("FLASHVL_MODEL_DIR", "~/.cache/flashvl/models")).expanduser())
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    proc, base = start_server(
+    server = start_server(
         ["--language-model-path", str(path), "--language-slots", "1"],
         args.out_dir / "llamacpp_overhead.server.log",
     )
+    proc, base = server.proc, server.base
     brain = LlamaCppLanguageStage(path, slots=1, ctx=8192)
     asyncio.run(brain.load())
     llama_url = f"{brain.http_address}/v1/chat/completions"

@@ -21,8 +21,6 @@ import datetime as dt
 import io
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ from flashvl.cli import load_pipeline
 from flashvl.config import Settings, load_settings
 from flashvl.media import decode_image
 from flashvl.pipeline.service import Pipeline, Query
+from flashvl.testing import memory_mib, start_server, stop_server
 
 RESULTS = Path(__file__).parent / "results"
 READY_TIMEOUT_S = 600
@@ -58,50 +57,6 @@ class Endpoint:
 
 
 # ------------------------------------------------------------------ server process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], log_path: Path) -> tuple[subprocess.Popen, str, float]:
-    """Start ``flashvl serve``; return the process, its base URL and seconds until /readyz said 200."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    base = f"http://127.0.0.1:{port}"
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-    while time.perf_counter() - start < READY_TIMEOUT_S:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base, time.perf_counter() - start
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server not ready in {READY_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-def memory_mib(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (peak) of a process, in MiB."""
-    values: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values
 
 
 # ------------------------------------------------------------------ one request each way
@@ -265,9 +220,12 @@ async def run(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()
     log_path = Path(tempfile.mkdtemp(prefix="flashvl-bench-")) / "server.log"
     print(f"starting flashvl serve (log: {log_path})", file=sys.stderr)
-    proc, base, cold_start = start_server(
-        ["--max-tokens", str(args.max_tokens), "--vision-cache", "none", "--vision-memo-size", "0"], log_path
+    server = start_server(
+        ["--max-tokens", str(args.max_tokens), "--vision-cache", "none", "--vision-memo-size", "0"],
+        log_path,
+        timeout_s=READY_TIMEOUT_S,
     )
+    proc, base, cold_start = server.proc, server.base, server.ready_s
     try:
         start = time.perf_counter()
         pipeline = await load_pipeline(settings)

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "security"))
 
 import hostile  # noqa: E402
-from conftest import start_server, stop_server  # noqa: E402
 
 from flashvl.security.auth import hash_key, new_key  # noqa: E402
+from flashvl.testing import start_server, stop_server  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -126,7 +126,7 @@ def main() -> int:
     key = new_key()
     log = Path("/tmp/flashvl-soak-server.log")
     # Rate limits off: the soak measures stability under sustained load (limits: tests/security).
-    proc, base = start_server(
+    server = start_server(
         [
             "--language",
             args.language,
@@ -141,6 +141,7 @@ def main() -> int:
         ],
         log,
     )
+    proc, base = server.proc, server.base
     plan = requests_for(base, key)
     statuses: Counter[tuple[str, int]] = Counter()
     errors: list[str] = []

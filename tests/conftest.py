@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import functools
 import http.server
-import os
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-READY_TIMEOUT_S = 300
+from flashvl import testing
+from flashvl.testing import free_port, stop_server  # re-exported: tests import them from here
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["free_port", "start_server", "stop_server"]
 
 
 @pytest.fixture(scope="session")
@@ -63,33 +55,8 @@ def start_server(
     extra_args: list[str], log_path: Path, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
     """Start ``flashvl serve`` as a real process and wait until /readyz says ready."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
-    if "--jobs-sqlite-path" not in extra_args:  # each test server gets its own job queue, not ~/.cache's
-        cmd += ["--jobs-sqlite-path", str(log_path.parent / f"jobs-{port}.sqlite3")]
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"server not ready in {READY_TIMEOUT_S}s:\n{log_path.read_text()[-4000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = testing.start_server(extra_args, log_path, env)
+    return server.proc, server.base
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,73 @@
+"""Start and stop a real ``flashvl serve`` process on loopback: for tests, benchmarks and scripts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+READY_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    base: str  # http://127.0.0.1:PORT
+    ready_s: float  # process start -> first /readyz 200
+
+
+def start_server(
+    extra_args: list[str], log_path: Path, env: dict[str, str] | None = None, timeout_s: float = READY_TIMEOUT_S
+) -> ServerProcess:
+    """Start ``flashvl serve`` on a free 127.0.0.1 port and wait until /readyz says ready.
+
+    Each server gets its own job database next to its log unless ``--jobs-sqlite-path`` is given.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if "--jobs-sqlite-path" not in extra_args:
+        cmd += ["--jobs-sqlite-path", str(log_path.parent / f"jobs-{port}.sqlite3")]
+    base = f"http://127.0.0.1:{port}"
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    while time.perf_counter() - start < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return ServerProcess(proc, base, time.perf_counter() - start)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server not ready in {timeout_s:g}s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of a process, in MiB."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values

@@ -160,7 +160,13 @@ async def load_pipeline(settings: Settings):
         if language is not None:
             progress.update(task, description="loading language model", total=None)
             await language.load()
-    return Pipeline.from_settings(settings, vision, language)
+        pipeline = Pipeline.from_settings(settings, vision, language)
+        if settings.arbitration_voter:
+            from flashvl.stages.registry import build_voter
+
+            progress.update(task, description="loading the arbitration voter", total=None)
+            pipeline.voter = await build_voter(settings, report)
+    return pipeline
 
 
 async def _in_process(settings: Settings, args: argparse.Namespace) -> int:

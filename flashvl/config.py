@@ -347,6 +347,14 @@ class Settings(BaseSettings):
     arbitration_reask: bool = Field(
         True, description="On a disagreement, ask the vision stage a targeted question first.", **_group("pipeline")
     )
+    arbitration_voter: str = Field(
+        "",
+        description=(
+            "A third stage that votes when the vision and language stages still disagree after the re-ask: "
+            "a language stage spec such as 'openai:http://host:8000/v1#model' or 'llamacpp'. Empty: no vote."
+        ),
+        **_group("pipeline"),
+    )
     arbitration_similarity_threshold: float | None = Field(
         None,
         ge=-1,

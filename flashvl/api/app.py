@@ -30,7 +30,7 @@ from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.cache.metrics import PipelineCollector
 from flashvl.pipeline.service import Pipeline
 from flashvl.security.middleware import SecurityGate
-from flashvl.stages.registry import Progress, build_language, build_vision
+from flashvl.stages.registry import Progress, build_language, build_vision, build_voter
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "static"
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -63,6 +63,11 @@ async def load_stages(state: AppState, progress: Progress | None = None) -> None
         pipeline.language = language
         state.stage_status["language"] = "ready"
         log.info("stage_loaded", stage="language", backend=language.name)
+        if state.settings.arbitration_voter:
+            state.stage_status["voter"] = "loading"
+            pipeline.voter = await build_voter(state.settings, progress)
+            state.stage_status["voter"] = "ready"
+            log.info("stage_loaded", stage="voter", backend=pipeline.voter.name)
     except Exception as exc:
         state.stage_status["language"] = f"failed: {type(exc).__name__}: {exc}"
         log.exception("stage_load_failed", stage="language")

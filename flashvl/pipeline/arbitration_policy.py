@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -69,15 +70,32 @@ async def vote(pipeline: Pipeline, description: str, answer: str, final: Answer)
     assert pipeline.voter is not None
     prompt = (
         f"Observations of an image:\n{description}\n\nProposed answer:\n{answer}\n\n"
-        "Does the proposed answer agree with the observations? Reply with one word: yes or no."
+        "Does the proposed answer agree with the observations? "
+        'Reply as JSON: {"agrees": true} or {"agrees": false}.'
     )
     start = time.perf_counter()
     try:
         async with asyncio.timeout(pipeline.language_timeout_s):
             generation = await pipeline.voter.generate(
-                ChatRequest([ChatMessage("user", prompt)], max_tokens=4, temperature=0.0)
+                ChatRequest(
+                    [ChatMessage("user", prompt)], max_tokens=16, temperature=0.0, json_schema=VOTE_SCHEMA
+                )
             )
     except Exception:
         return False
     final.stages.append(StageRecord("voter", pipeline.voter.name, time.perf_counter() - start))
-    return generation.text.strip().lower().startswith(("yes", "是"))
+    return parse_vote(generation.text)
+
+
+VOTE_SCHEMA = {"type": "object", "properties": {"agrees": {"type": "boolean"}}, "required": ["agrees"]}
+
+
+def parse_vote(text: str) -> bool:
+    """The voter's verdict: JSON ``{"agrees": bool}`` (constrained output), or a plain yes/no word."""
+    try:
+        value = json.loads(text)
+        if isinstance(value, dict) and isinstance(value.get("agrees"), bool):
+            return value["agrees"]
+    except ValueError:
+        pass
+    return text.strip().lower().startswith(("yes", "是"))

@@ -146,3 +146,12 @@ async def build_language(settings: Settings, progress: Progress | None = None) -
         name=f"llamacpp:{model_id}",
         model_id=model_id,
     )
+
+
+async def build_voter(settings: Settings, progress: Progress | None = None) -> LanguageStage:
+    """The arbitration voter: a language stage built from ``arbitration_voter``, loaded."""
+    voter = await build_language(settings.model_copy(update={"language": settings.arbitration_voter}), progress)
+    if voter is None:
+        raise FlashvlError("bad_setting", "arbitration_voter must name a language stage, not 'none'", 500)
+    await voter.load()
+    return voter

@@ -26,9 +26,10 @@ from typing import Any, Generic, TypeVar
 P = TypeVar("P")  # what a caller submits
 R = TypeVar("R")  # what ``prepare`` makes of it
 
-# While requests are still being preprocessed, wait up to this many times max_wait_s for them,
-# polling in small steps; with nothing in preparation the collector never waits longer than max_wait_s.
-PREPARING_GRACE = 10
+# While requests are still being preprocessed, or the last batch's clients have not all come back,
+# wait up to this many times max_wait_s for them, polling in small steps. Otherwise the collector never
+# waits longer than max_wait_s.
+PREPARING_GRACE = 5
 PREPARING_STEP_S = 0.003
 _END = object()
 
@@ -39,6 +40,7 @@ class Job(Generic[R]):
 
     prepared: R
     loop: asyncio.AbstractEventLoop
+    submitted_at: float = 0.0  # loop time when submit() was called
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -89,12 +91,13 @@ class DynamicBatcher(Generic[P, R]):
     async def submit(self, payload: P) -> AsyncIterator[Any]:
         """Yield what ``run_batch`` emits for this payload (an emitted exception is raised)."""
         loop = asyncio.get_running_loop()
+        submitted_at = loop.time()
         self._preparing += 1
         try:
             prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, payload)
         finally:
             self._preparing -= 1
-        job: Job[R] = Job(prepared, loop)
+        job: Job[R] = Job(prepared, loop, submitted_at)
         queue = self._ensure_started()
         queue.put_nowait(job)
         try:
@@ -107,6 +110,9 @@ class DynamicBatcher(Generic[P, R]):
 
     async def _collect(self, queue: asyncio.Queue[Job[R]]) -> None:
         loop = asyncio.get_running_loop()
+        # The last batch: its size, and when it started. Its clients' next requests are submitted after
+        # that start (usually right after their answer ends), so they are the ones worth a short wait.
+        returning, last_start = 0, 0.0
         while True:
             batch = [await queue.get()]
             start = loop.time()
@@ -118,16 +124,18 @@ class DynamicBatcher(Generic[P, R]):
                 except asyncio.QueueEmpty:
                     pass
                 remaining = deadline - loop.time()
-                if remaining <= 0 and self._preparing and loop.time() < start + PREPARING_GRACE * self.max_wait_s:
-                    # Requests are being preprocessed right now (e.g. clients re-submitting as the last
-                    # batch ended): a few ms more lets them join instead of forming a half batch next.
+                came_back = sum(1 for job in batch if job.submitted_at >= last_start)
+                expecting = self._preparing > 0 or came_back < returning
+                if remaining <= 0 and expecting and loop.time() < start + PREPARING_GRACE * self.max_wait_s:
+                    # The last batch's clients usually send their next request right away; wait a few ms
+                    # more for them (bounded) instead of starting a half batch and leaving them the next.
                     remaining = PREPARING_STEP_S
                 if remaining <= 0:
                     break
                 try:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
-                    break
+                    continue  # re-check: the deadline has passed, but the grace may still apply
             batch = [job for job in batch if not job.cancelled.is_set()]
             if not batch:
                 continue
@@ -135,6 +143,7 @@ class DynamicBatcher(Generic[P, R]):
             del self.batch_sizes[:-10_000]
             for listener in self._listeners:
                 listener(len(batch))
+            returning, last_start = len(batch), loop.time()
             try:
                 await loop.run_in_executor(self._worker, self._guarded_run, batch)
             except RuntimeError:  # the executor was shut down (close): stop collecting

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from flashvl.errors import StageUnavailable
 from flashvl.media.types import LoadedImage
 
 Task = Literal["vqa", "caption", "ocr", "moderate"]
@@ -199,3 +200,18 @@ class LanguageStage(Protocol):
         Closing the iterator early cancels the generation.
         """
         ...
+
+
+ResultT = TypeVar("ResultT", "VisionResult", "Generation")
+
+
+async def final_result(stream: AsyncIterator[Any], kind: type[ResultT], stage: str) -> ResultT:
+    """Drain a stage's stream and return its final result (``see``/``generate`` from ``stream``).
+
+    The stream is closed either way, so an abandoned call cancels its generation.
+    """
+    async with aclosing(stream) as events:
+        async for event in events:
+            if isinstance(event, kind):
+                return event
+    raise StageUnavailable(stage, "the stream ended without a result")

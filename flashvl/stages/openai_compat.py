@@ -39,6 +39,7 @@ from flashvl.stages.base import (
     Timings,
     VisionRequest,
     VisionResult,
+    final_result,
 )
 from flashvl.stages.glm4v.output import StreamParser, parse_output
 
@@ -300,11 +301,7 @@ class OpenAICompatStage:
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
-        async with aclosing(self._stream_chat(request)) as events:
-            async for event in events:
-                if isinstance(event, Generation):
-                    return event
-        raise StageUnavailable(self.name, "the upstream stream ended without an answer")
+        return await final_result(self._stream_chat(request), Generation, self.name)
 
     # ------------------------------------------------------------ vision
 
@@ -355,11 +352,7 @@ class OpenAICompatStage:
         )
 
     async def see(self, request: VisionRequest) -> VisionResult:
-        async with aclosing(self._stream_vision(request)) as events:
-            async for event in events:
-                if isinstance(event, VisionResult):
-                    return event
-        raise StageUnavailable(self.name, "the upstream stream ended without an answer")
+        return await final_result(self._stream_vision(request), VisionResult, self.name)
 
 
 def _retry_after(value: str | None) -> float | None:

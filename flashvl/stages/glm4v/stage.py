@@ -26,6 +26,7 @@ from flashvl.stages.base import (
     Timings,
     VisionRequest,
     VisionResult,
+    final_result,
 )
 from flashvl.stages.glm4v.batcher import DynamicBatcher
 from flashvl.stages.glm4v.output import StreamParser, parse_output
@@ -233,11 +234,7 @@ class Glm4vStage:
         )
 
     async def see(self, request: VisionRequest) -> VisionResult:
-        async with aclosing(self._stream_vision(request)) as events:
-            async for event in events:
-                if isinstance(event, VisionResult):
-                    return event
-        raise StageUnavailable(self.name, "generation ended without a result")
+        return await final_result(self._stream_vision(request), VisionResult, self.name)
 
     async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
@@ -268,8 +265,4 @@ class Glm4vStage:
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
-        async with aclosing(self._stream_chat(request)) as events:
-            async for event in events:
-                if isinstance(event, Generation):
-                    return event
-        raise StageUnavailable(self.name, "generation ended without a result")
+        return await final_result(self._stream_chat(request), Generation, self.name)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from render import cjk_font_path, render_text
+from render import render_table, render_text
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +39,6 @@ TABLE = [
     ["Widget A", "2", "12.50", "25.00"],
     ["苹果", "10", "3.20", "32.00"],
 ]
-
-
-def render_table(rows: list[list[str]], font_size: int = 26, column_width: int = 200) -> Image.Image:
-    font = ImageFont.truetype(cjk_font_path(), font_size)
-    step = int(font_size * 1.9)
-    image = Image.new("RGB", (40 + column_width * len(rows[0]), 40 + step * len(rows)), "white")
-    draw = ImageDraw.Draw(image)
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            draw.text((20 + c * column_width, 20 + r * step), cell, font=font, fill="black")
-    return image
 
 
 def b64(image: Image.Image) -> str:

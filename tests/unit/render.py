@@ -88,3 +88,30 @@ def draw_at(
     draw.text(xy, text, font=font, fill=(0, 0, 0))
     left, top, right, bottom = draw.textbbox(xy, text, font=font)
     return int(left), int(top), int(right), int(bottom)
+
+
+def render_table(rows: list[list[str]], font_size: int = 26, column_width: int = 200) -> Image.Image:
+    """A grid-less table: each column left-aligned at a fixed x, like a printed invoice."""
+    font = ImageFont.truetype(cjk_font_path(), font_size)
+    step = int(font_size * 1.9)
+    image = Image.new("RGB", (40 + column_width * len(rows[0]), 40 + step * len(rows)), "white")
+    draw = ImageDraw.Draw(image)
+    for r, row in enumerate(rows):
+        for c, cell in enumerate(row):
+            draw.text((20 + c * column_width, 20 + r * step), cell, font=font, fill="black")
+    return image
+
+
+def edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i]
+        for j, char_b in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def cer(predicted: str, truth: str) -> float:
+    """Character error rate: edit distance over the length of the truth."""
+    return edit_distance(predicted, truth) / max(1, len(truth))

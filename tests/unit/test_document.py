@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
-from render import cjk_font_path, render_text
+from render import cer, render_table, render_text
 
 from flashvl.errors import FlashvlError
 from flashvl.stages.offline.ocr import TextLine, TextReader
@@ -28,32 +27,6 @@ TABLE = [
     ["Widget B", "1", "40.00", "40.00"],
     ["苹果", "10", "3.20", "32.00"],
 ]
-
-
-def edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
-def cer(predicted: str, truth: str) -> float:
-    return edit_distance(predicted, truth) / max(1, len(truth))
-
-
-def render_table(rows: list[list[str]], font_size: int = 26, column_width: int = 200) -> Image.Image:
-    """A grid-less table: each column left-aligned at a fixed x, like a printed invoice."""
-    font = ImageFont.truetype(cjk_font_path(), font_size)
-    step = int(font_size * 1.9)
-    image = Image.new("RGB", (40 + column_width * len(rows[0]), 40 + step * len(rows)), "white")
-    draw = ImageDraw.Draw(image)
-    for r, row in enumerate(rows):
-        for c, cell in enumerate(row):
-            draw.text((20 + c * column_width, 20 + r * step), cell, font=font, fill="black")
-    return image
 
 
 def line(text: str, x1: float, y1: float, x2: float, y2: float) -> TextLine:

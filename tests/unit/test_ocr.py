@@ -8,7 +8,7 @@ import socket
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-from render import cjk_font_path, draw_at, latin_font_path, render_text
+from render import cer, cjk_font_path, draw_at, latin_font_path, render_text
 from skimage import data
 
 from flashvl.stages.offline.ocr import TextLine, TextReader, group_rows, lines_to_text
@@ -23,20 +23,6 @@ ENGLISH = [
 @pytest.fixture(scope="module")
 def reader() -> TextReader:
     return TextReader()
-
-
-def edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, 1):
-        current = [i]
-        for j, char_b in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
-
-
-def cer(predicted: str, truth: str) -> float:
-    return edit_distance(predicted, truth) / max(1, len(truth))
 
 
 def as_array(image: Image.Image) -> np.ndarray:

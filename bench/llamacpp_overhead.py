@@ -45,7 +45,7 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()

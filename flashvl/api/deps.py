@@ -31,13 +31,13 @@ class AppState:
         return bool(self.stage_status) and all(v == "ready" for v in self.stage_status.values())
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:  # async: no thread hop per request
     return request.app.state.flashvl
 
 
-def ready_state(request: Request) -> AppState:
+async def ready_state(request: Request) -> AppState:
     """The state, or a 503 with Retry-After while models are still loading."""
-    state = get_state(request)
+    state: AppState = request.app.state.flashvl
     if not state.ready:
         failed = {k: v for k, v in state.stage_status.items() if v.startswith("failed")}
         if failed:

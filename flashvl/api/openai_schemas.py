@@ -55,6 +55,11 @@ class ChatCompletionRequest(BaseModel):
         None, description="flashvl extension: direct (vision stage alone), cascade, or auto (the router)."
     )
     include_intermediate: bool = Field(False, description="flashvl extension: return each stage's own output.")
+    logprobs: bool = Field(
+        False,
+        description="As in OpenAI, token probabilities cost time, so they are off unless asked: true fills "
+        "flashvl.confidence from the language stage's token probabilities.",
+    )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="{'enable_thinking': bool}, as vLLM/SGLang accept for GLM's thinking switch."
     )

@@ -77,9 +77,7 @@ async def vote(pipeline: Pipeline, description: str, answer: str, final: Answer)
     try:
         async with asyncio.timeout(pipeline.language_timeout_s):
             generation = await pipeline.voter.generate(
-                ChatRequest(
-                    [ChatMessage("user", prompt)], max_tokens=16, temperature=0.0, json_schema=VOTE_SCHEMA
-                )
+                ChatRequest([ChatMessage("user", prompt)], max_tokens=16, temperature=0.0, json_schema=VOTE_SCHEMA)
             )
     except Exception:
         return False

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
@@ -128,9 +129,9 @@ class Pipeline:
         )
 
     async def answer(self, query: Query) -> Answer:
-        """The whole answer at once (the stream, collected)."""
+        """The whole answer at once (the stream, collected; stages are told nobody reads pieces)."""
         final: Answer | None = None
-        async for event in self.stream(query):
+        async for event in self.stream(replace(query, live=False)):
             if isinstance(event, Answer):
                 final = event
         assert final is not None
@@ -404,10 +405,11 @@ class Pipeline:
             max_tokens=query.max_tokens,
             temperature=query.temperature,
             enable_thinking=query.enable_thinking,
+            logprobs=query.confidence,
         )
         base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
         final: Answer | None = None
-        async for event in self._generate(request, [vision_record], "cascade", base):
+        async for event in self._generate(request, [vision_record], "cascade", base, live=query.live):
             if isinstance(event, Answer):
                 final = event
             else:
@@ -433,8 +435,9 @@ class Pipeline:
             max_tokens=query.max_tokens,
             temperature=query.temperature,
             enable_thinking=query.enable_thinking,
+            logprobs=query.confidence,
         )
-        async for event in self._generate(request, [], "text-only", {"vision_stage": None}):
+        async for event in self._generate(request, [], "text-only", {"vision_stage": None}, live=query.live):
             if isinstance(event, Answer) and event.degraded:
                 raise StageUnavailable(
                     self.language.name,
@@ -444,10 +447,11 @@ class Pipeline:
             yield event
 
     async def _generate(
-        self, request: ChatRequest, records: list[StageRecord], route: Route, base: dict[str, Any]
+        self, request: ChatRequest, records: list[StageRecord], route: Route, base: dict[str, Any], *, live: bool
     ) -> AsyncIterator[TextDelta | Answer]:
         """The language stage's answer, under a timeout and the breaker. On failure the final
-        ``Answer`` has ``degraded=True`` (the caller decides what to say instead)."""
+        ``Answer`` has ``degraded=True`` (the caller decides what to say instead). ``live``: stream
+        the pieces; otherwise ask the stage for the whole answer (cheaper for some stages)."""
         assert self.language is not None
         breaker = self.breakers["language"]
         start = time.perf_counter()
@@ -459,7 +463,7 @@ class Pipeline:
         else:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.language_timeout_s
-            stream = self.language.stream(request)
+            stream = self.language.stream(request) if live else _final_only(self.language.generate, request)
             try:
                 while True:
                     remaining = deadline - loop.time()
@@ -519,6 +523,13 @@ class Pipeline:
             finish_reason=final.finish_reason,
             **(base | {"thinking": thinking}),
         )
+
+
+async def _final_only(
+    generate: Callable[[ChatRequest], Awaitable[Generation]], request: ChatRequest
+) -> AsyncIterator[Generation]:
+    """A stage's ``generate`` as a one-item stream (called only once the stream is read)."""
+    yield await generate(request)
 
 
 def _vision_output(seen: VisionResult) -> dict[str, Any]:

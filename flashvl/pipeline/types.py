@@ -25,6 +25,11 @@ class Query:
     messages: list[ChatMessage] | None = None  # earlier turns (OpenAI API), oldest first
     route: RequestedRoute | None = None  # None: the server's default (route_default)
     include_intermediate: bool = False  # return each stage's own output too
+    # The caller reads pieces as they come (SSE). False: only the final answer counts, so stages
+    # may skip per-token hand-offs (``Pipeline.answer`` sets it).
+    live: bool = True
+    # Token-probability confidence from the language stage (costs ~2% of a short answer's time).
+    confidence: bool = True
 
 
 @dataclass

@@ -152,6 +152,7 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None
     enable_thinking: bool = False
     seed: int | None = None
+    logprobs: bool = True  # token probabilities, for ``Generation.confidence`` (costs a little time)
 
 
 @dataclass

@@ -131,14 +131,16 @@ class OpenAICompatStage:
         stop: list[str] | None = None,
         seed: int | None = None,
         json_schema: dict[str, Any] | None = None,
+        logprobs: bool = True,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_id,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "logprobs": True,  # for confidence; engines that lack it ignore it
         }
+        if logprobs:
+            body["logprobs"] = True  # for confidence; engines that lack it ignore it
         optional = {
             "max_tokens": max_tokens,
             "temperature": temperature,
@@ -279,6 +281,7 @@ class OpenAICompatStage:
             stop=request.stop,
             seed=request.seed,
             json_schema=request.json_schema,
+            logprobs=request.logprobs,
         )
         summary: dict[str, Any] = {}
         async for event in self._run(body):

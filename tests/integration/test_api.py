@@ -74,6 +74,18 @@ def test_openai_client_url_and_base64(live_server: str, image_server: str, image
         assert completion.model_extra["flashvl"]["route"] == "rule"
 
 
+def test_text_only_chat_confidence_only_when_logprobs_asked(live_server: str) -> None:
+    """As in OpenAI, token probabilities are opt-in (``logprobs``): they cost decode time."""
+    body = {"messages": [{"role": "user", "content": "Name two colours."}], "max_tokens": 8, "temperature": 0}
+    plain = httpx.post(f"{live_server}/v1/chat/completions", json=body, timeout=120).json()
+    asked = httpx.post(f"{live_server}/v1/chat/completions", json=body | {"logprobs": True}, timeout=120).json()
+    assert plain["flashvl"]["route"] == asked["flashvl"]["route"] == "text-only"
+    assert plain["choices"][0]["message"]["content"] == asked["choices"][0]["message"]["content"]
+    assert plain["flashvl"]["confidence"] is None
+    assert 0 < asked["flashvl"]["confidence"] <= 1
+    assert asked["flashvl"]["confidence_source"] == "language:token-probability"
+
+
 def test_openai_client_streaming(live_server: str, image_server: str) -> None:
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=f"{live_server}/v1", api_key="unused", timeout=120)

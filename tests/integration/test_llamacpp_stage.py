@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,11 @@ def test_generate_answers_with_usage_confidence_and_timings(stage: LlamaCppLangu
     assert 0 < result.completion_tokens <= 16
     assert result.confidence is not None and 0.5 < result.confidence <= 1.0
     assert result.timings.steps["prompt"] > 0 and result.timings.steps["generate"] > 0
+
+
+def test_confidence_is_skipped_when_logprobs_are_not_wanted(stage: LlamaCppLanguageStage) -> None:
+    result = asyncio.run(stage.generate(ChatRequest([ChatMessage("user", "Say hi.")], max_tokens=4, logprobs=False)))
+    assert result.text and result.confidence is None
 
 
 def test_stream_yields_deltas_then_generation_without_blocking_the_loop(stage: LlamaCppLanguageStage) -> None:
@@ -145,6 +151,35 @@ def test_closing_the_stream_stops_the_generation(stage: LlamaCppLanguageStage) -
     after = wait_idle(stage)
     predicted = after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"]
     assert 3 <= predicted < 20, f"{predicted} tokens predicted after closing at 3 of 200"
+
+
+def test_generate_hands_the_answer_over_once_and_matches_the_stream(stage: LlamaCppLanguageStage) -> None:
+    """``generate`` keeps llama.cpp's chunks on its worker thread: one hand-off to the event loop
+    (plus the end marker) instead of one per token, and the same greedy answer as ``stream``."""
+    request = ask("Count from 1 to 12, separated by spaces.", max_tokens=24)
+
+    async def run() -> tuple[Generation, int, Generation, int]:
+        loop = asyncio.get_running_loop()
+        calls = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]  # counts hand-offs only
+        whole = await stage.generate(request)
+        whole_calls, calls = calls, 0
+        streamed = [item async for item in stage.stream(request)]
+        assert isinstance(streamed[-1], Generation)
+        return whole, whole_calls, streamed[-1], calls
+
+    whole, whole_calls, streamed, stream_calls = asyncio.run(run())
+    assert whole.text == streamed.text and whole.completion_tokens == streamed.completion_tokens >= 8
+    assert whole.confidence == pytest.approx(streamed.confidence, rel=1e-3)  # prompt cache: tiny float drift
+    assert whole_calls == 2, f"generate handed over {whole_calls} times"
+    assert stream_calls > whole.completion_tokens  # the stream hands over every token
 
 
 def test_cancelling_generate_stops_the_generation(stage: LlamaCppLanguageStage) -> None:

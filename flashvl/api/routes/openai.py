@@ -88,6 +88,7 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
         messages=None if loaded else history,
         route=body.route,
         include_intermediate=body.include_intermediate,
+        confidence=body.logprobs or body.include_intermediate,
     )
 
 

@@ -166,7 +166,8 @@ class Settings(BaseSettings):
         10.0,
         ge=0,
         le=1000,
-        description="In-process VLM: how long the first request of a batch waits for others to join.",
+        description="In-process VLM: how long the first request of a batch waits for others already on their "
+        "way (being preprocessed, or the last batch's clients); a lone request never waits.",
         **_group("engines"),
     )
     glm_device: str = Field(

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
@@ -53,6 +53,9 @@ from flashvl.stages.base import (
 )
 from flashvl.tasks.language import detect_language
 from flashvl.tasks.prompts import cascade_messages
+
+RequestT = TypeVar("RequestT", ChatRequest, VisionRequest)
+ResultT = TypeVar("ResultT", Generation, VisionResult)
 
 if TYPE_CHECKING:
     from flashvl.config import Settings
@@ -334,7 +337,7 @@ class Pipeline:
         seen = await self.cache.get(key) if self.cache is not None and key else None
         cached = seen is not None
         if seen is None:
-            stream = self.vision.stream(request)
+            stream = self.vision.stream(request) if query.live else _final_only(self.vision.see, request)
             try:
                 async for event in stream:
                     if isinstance(event, VisionResult):
@@ -525,11 +528,9 @@ class Pipeline:
         )
 
 
-async def _final_only(
-    generate: Callable[[ChatRequest], Awaitable[Generation]], request: ChatRequest
-) -> AsyncIterator[Generation]:
-    """A stage's ``generate`` as a one-item stream (called only once the stream is read)."""
-    yield await generate(request)
+async def _final_only(call: Callable[[RequestT], Awaitable[ResultT]], request: RequestT) -> AsyncIterator[ResultT]:
+    """A stage's ``generate``/``see`` as a one-item stream (called only once the stream is read)."""
+    yield await call(request)
 
 
 def _vision_output(seen: VisionResult) -> dict[str, Any]:

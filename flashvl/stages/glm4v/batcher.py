@@ -1,8 +1,10 @@
 """A generic dynamic batcher: one request per call outside, batches inside.
 
 - ``submit(payload)`` prepares the payload on a thread pool (off the event loop),
-  then queues it. A collector task takes the first waiting job, waits at most
-  ``max_wait_s`` for more (up to ``max_batch``), and hands the batch to
+  then queues it. A collector task takes the first waiting job and, only while more
+  are on their way (being prepared, or the last batch's clients not back yet), waits
+  at most ``max_wait_s`` for them (up to ``max_batch``); a lone request starts at
+  once. It hands the batch to
   ``run_batch`` on ONE worker thread (the model is not re-entrant). While a batch
   runs, new jobs queue up; the next batch takes them at once.
 - Each job has its own asyncio queue: ``run_batch`` calls ``job.emit(item)`` from the
@@ -41,6 +43,7 @@ class Job(Generic[R]):
     prepared: R
     loop: asyncio.AbstractEventLoop
     submitted_at: float = 0.0  # loop time when submit() was called
+    live: bool = True  # the consumer reads pieces as they come; False: only the end result counts
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -63,6 +66,7 @@ class DynamicBatcher(Generic[P, R]):
         max_batch: int = 8,
         max_wait_s: float = 0.01,
         prepare_threads: int = 2,
+        prepare_initializer: Callable[[], None] | None = None,
         name: str = "batcher",
     ) -> None:
         self._prepare = prepare
@@ -71,7 +75,9 @@ class DynamicBatcher(Generic[P, R]):
         self.max_wait_s = max_wait_s
         self._preparing = 0  # payloads submitted but still in preprocessing
         self.name = name
-        self._prepare_pool = ThreadPoolExecutor(prepare_threads, thread_name_prefix=f"{name}-prep")
+        self._prepare_pool = ThreadPoolExecutor(
+            prepare_threads, thread_name_prefix=f"{name}-prep", initializer=prepare_initializer
+        )
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-gen")
         self._queue: asyncio.Queue[Job[R]] | None = None
         self._collector: asyncio.Task[None] | None = None
@@ -88,8 +94,11 @@ class DynamicBatcher(Generic[P, R]):
             self._collector = asyncio.get_running_loop().create_task(self._collect(self._queue))
         return self._queue
 
-    async def submit(self, payload: P) -> AsyncIterator[Any]:
-        """Yield what ``run_batch`` emits for this payload (an emitted exception is raised)."""
+    async def submit(self, payload: P, *, live: bool = True) -> AsyncIterator[Any]:
+        """Yield what ``run_batch`` emits for this payload (an emitted exception is raised).
+
+        ``live=False`` tells ``run_batch`` (``job.live``) that only the end result is wanted, so it
+        can skip per-step pieces: each one would wake the event loop while the model computes."""
         loop = asyncio.get_running_loop()
         submitted_at = loop.time()
         self._preparing += 1
@@ -97,7 +106,7 @@ class DynamicBatcher(Generic[P, R]):
             prepared = await loop.run_in_executor(self._prepare_pool, self._prepare, payload)
         finally:
             self._preparing -= 1
-        job: Job[R] = Job(prepared, loop, submitted_at)
+        job: Job[R] = Job(prepared, loop, submitted_at, live=live)
         queue = self._ensure_started()
         queue.put_nowait(job)
         try:
@@ -123,9 +132,11 @@ class DynamicBatcher(Generic[P, R]):
                     continue
                 except asyncio.QueueEmpty:
                     pass
-                remaining = deadline - loop.time()
                 came_back = sum(1 for job in batch if job.submitted_at >= last_start)
                 expecting = self._preparing > 0 or came_back < returning
+                if not expecting:
+                    break  # nobody else is on the way: waiting would only add latency
+                remaining = deadline - loop.time()
                 if remaining <= 0 and expecting and loop.time() < start + PREPARING_GRACE * self.max_wait_s:
                     # The last batch's clients usually send their next request right away; wait a few ms
                     # more for them (bounded) instead of starting a half batch and leaving them the next.

@@ -138,17 +138,23 @@ def collate(rows: list[Prepared], pad_id: int, device: str, dtype: torch.dtype) 
 
 
 class RowSampling(LogitsProcessor):
-    """Each row's own temperature and top-p; also keeps the model's log-probabilities for confidence."""
+    """Each row's own temperature and top-p; also keeps the model's log-probabilities for confidence.
+
+    When every row is greedy, ``generate`` runs with ``do_sample=False`` (``all_greedy``) and the
+    scores pass through untouched: no sort over the vocabulary at each step."""
 
     def __init__(self, temperatures: list[float], top_ps: list[float]) -> None:
         self.temperatures = torch.tensor([max(t, 1e-5) for t in temperatures]).unsqueeze(1)
         self.greedy = torch.tensor([t <= 0 for t in temperatures])
+        self.all_greedy = bool(self.greedy.all())
         self.top_ps = torch.tensor(top_ps).unsqueeze(1)
         self.last_logprobs: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
         self.last_logprobs = torch.log_softmax(scores, dim=-1)
+        if self.all_greedy:
+            return scores
         device = scores.device
         greedy = self.greedy.to(device)
         top = scores.argmax(dim=-1, keepdim=True)
@@ -171,7 +177,10 @@ class _Row:
     max_tokens: int
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    shown: str = ""
+    shown: str = ""  # the text emitted so far (live rows)
+    # Incremental detokenisation (as vLLM does): decode a short window, not the whole answer, per step.
+    prefix_offset: int = 0
+    read_offset: int = 0
     finish_reason: str | None = None
 
     def add(self, token: int, logprob: float | None) -> None:
@@ -186,13 +195,20 @@ class _Row:
         self.tokens.append(token)
         if logprob is not None and math.isfinite(logprob):
             self.logprobs.append(logprob)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=False)
-        if not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next byte
-            if len(text) > len(self.shown) and text.startswith(self.shown):
-                self.job.emit(RowDelta(text[len(self.shown) :]))
-            self.shown = text
+        if self.job.live:
+            self._emit_new_text()
         if len(self.tokens) >= self.max_tokens:
             self.finish_reason = "length"
+
+    def _emit_new_text(self) -> None:
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self.prefix_offset : self.read_offset], skip_special_tokens=False)
+        now = decode(self.tokens[self.prefix_offset :], skip_special_tokens=False)
+        if len(now) > len(before) and not now.endswith("\ufffd"):  # wait for an incomplete UTF-8 sequence
+            delta = now[len(before) :]
+            self.job.emit(RowDelta(delta))
+            self.shown += delta
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
 
 
 class RowTracker(StoppingCriteria):
@@ -226,7 +242,7 @@ def run_batch(model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: 
     sampling = RowSampling([p.temperature for p in prepared], [p.top_p for p in prepared])
     config = GenerationConfig(
         max_new_tokens=max(p.max_tokens for p in prepared),
-        do_sample=True,
+        do_sample=not sampling.all_greedy,
         temperature=1.0,
         top_p=1.0,
         top_k=0,
@@ -244,7 +260,7 @@ def run_batch(model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: 
     generate_s = time.perf_counter() - started
     for row, job in zip(rows, jobs, strict=True):
         text = tokenizer.decode(row.tokens, skip_special_tokens=False)
-        if len(text) > len(row.shown) and text.startswith(row.shown):
+        if job.live and len(text) > len(row.shown) and text.startswith(row.shown):
             job.emit(RowDelta(text[len(row.shown) :]))
         confidence = math.exp(sum(row.logprobs) / len(row.logprobs)) if row.logprobs else None
         job.emit(

@@ -74,7 +74,12 @@ class Glm4vStage:
         self._processor: Any = None
         self._load_lock = asyncio.Lock()
         self._batcher: DynamicBatcher[dict[str, Any], Any] = DynamicBatcher(
-            self._prepare, self._run_batch, max_batch=max_batch, max_wait_s=batch_wait_ms / 1000, name="glm4v"
+            self._prepare,
+            self._run_batch,
+            max_batch=max_batch,
+            max_wait_s=batch_wait_ms / 1000,
+            prepare_initializer=_one_torch_thread,
+            name="glm4v",
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -150,8 +155,9 @@ class Glm4vStage:
         max_tokens: int | None,
         temperature: float | None,
         top_p: float | None,
+        live: bool,
     ) -> AsyncIterator[Any]:
-        """Yield ``TextDelta`` pieces (parsed), then ``(raw_text, RowDone, parse_seconds)``."""
+        """Yield ``TextDelta`` pieces (parsed; none unless ``live``), then ``(raw_text, RowDone)``."""
         if self._model is None:
             raise StageUnavailable(self.name, "the model is not loaded")
         payload = {
@@ -163,7 +169,7 @@ class Glm4vStage:
         }
         parser = StreamParser()
         done = None
-        async with aclosing(self._batcher.submit(payload)) as items:
+        async with aclosing(self._batcher.submit(payload, live=live)) as items:
             async for item in items:
                 if hasattr(item, "finish_reason"):
                     done = item
@@ -174,7 +180,7 @@ class Glm4vStage:
             yield TextDelta(text, kind=kind)
         if done is None:
             raise StageUnavailable(self.name, "generation ended without a result")
-        yield ("".join(parser.raw), done)
+        yield (done.text, done)
 
     def stream(self, request: VisionRequest | ChatRequest) -> AsyncIterator[Any]:
         """Vision: deltas then a ``VisionResult``. Language: deltas then a ``Generation``."""
@@ -182,7 +188,9 @@ class Glm4vStage:
             return self._stream_chat(request)
         return self._stream_vision(request)
 
-    async def _stream_vision(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]:
+    async def _stream_vision(
+        self, request: VisionRequest, *, live: bool = True
+    ) -> AsyncIterator[TextDelta | VisionResult]:
         if not request.images:
             raise StageUnavailable(self.name, "a vision request needs an image")
         started = time.perf_counter()
@@ -201,6 +209,7 @@ class Glm4vStage:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=None,
+            live=live,
         ):
             if isinstance(event, TextDelta):
                 yield event
@@ -234,9 +243,10 @@ class Glm4vStage:
         )
 
     async def see(self, request: VisionRequest) -> VisionResult:
-        return await final_result(self._stream_vision(request), VisionResult, self.name)
+        """The whole answer; no per-token pieces are handed over while it is generated."""
+        return await final_result(self._stream_vision(request, live=False), VisionResult, self.name)
 
-    async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+    async def _stream_chat(self, request: ChatRequest, *, live: bool = True) -> AsyncIterator[TextDelta | Generation]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
         final = None
         async for event in self._run(
@@ -245,6 +255,7 @@ class Glm4vStage:
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
+            live=live,
         ):
             if isinstance(event, TextDelta):
                 yield event
@@ -265,4 +276,13 @@ class Glm4vStage:
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
-        return await final_result(self._stream_chat(request), Generation, self.name)
+        """The whole answer; no per-token pieces are handed over while it is generated."""
+        return await final_result(self._stream_chat(request, live=False), Generation, self.name)
+
+
+def _one_torch_thread() -> None:
+    """Preprocessing threads use one intra-op thread each (a per-thread setting): several requests
+    are prepared side by side without their thread teams fighting the generating thread for cores."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -178,6 +178,14 @@ class Settings(BaseSettings):
         description="GLM dtype: auto (CUDA bf16, fp16 where bf16 is missing; CPU fp32), bfloat16, float16, float32.",
         **_group("engines"),
     )
+    glm_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="GLM: torch intra-op threads of the generating thread (0: OMP_NUM_THREADS if set, else every "
+        "usable core); preprocessing threads use one each.",
+        **_group("engines"),
+    )
     glm_max_pixels: int = Field(
         1_003_520,
         ge=12_544,

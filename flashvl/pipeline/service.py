@@ -18,14 +18,15 @@ Routes:
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
+from flashvl.pipeline import guarded
 from flashvl.pipeline.arbitration_policy import arbitrate
 from flashvl.pipeline.cache.base import VisionCache, vision_cache_key
 from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, disclaimer_for
@@ -53,9 +54,6 @@ from flashvl.stages.base import (
 )
 from flashvl.tasks.language import detect_language
 from flashvl.tasks.prompts import cascade_messages
-
-RequestT = TypeVar("RequestT", ChatRequest, VisionRequest)
-ResultT = TypeVar("ResultT", Generation, VisionResult)
 
 if TYPE_CHECKING:
     from flashvl.config import Settings
@@ -271,25 +269,7 @@ class Pipeline:
                     steps={"cache": time.perf_counter() - start},
                 )
                 return hit, record, {"vision": "hit", "backend": self.cache.name}
-        breaker = self.breakers["vision"]
-        if not breaker.allow():
-            raise VisionDown(f"circuit open after {breaker.failures} failures")
-        try:
-            async with asyncio.timeout(self.vision_timeout_s):
-                seen = await self.vision.see(request)
-        except asyncio.CancelledError:
-            breaker.release()
-            raise
-        except FlashvlError as exc:
-            if exc.status < 500:  # the request's fault, not the stage's
-                breaker.release()
-                raise
-            breaker.failure()
-            raise VisionDown(exc.message) from exc
-        except Exception as exc:
-            breaker.failure()
-            raise VisionDown(f"{type(exc).__name__}: {exc}"[:200]) from exc
-        breaker.success()
+        seen = await guarded.see(self.vision, self.breakers["vision"], self.vision_timeout_s, request)
         record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
         if self.cache is not None and key:
             await self.cache.set(key, seen)
@@ -337,7 +317,7 @@ class Pipeline:
         seen = await self.cache.get(key) if self.cache is not None and key else None
         cached = seen is not None
         if seen is None:
-            stream = self.vision.stream(request) if query.live else _final_only(self.vision.see, request)
+            stream = self.vision.stream(request) if query.live else guarded.final_only(self.vision.see, request)
             try:
                 async for event in stream:
                     if isinstance(event, VisionResult):
@@ -456,42 +436,18 @@ class Pipeline:
         ``Answer`` has ``degraded=True`` (the caller decides what to say instead). ``live``: stream
         the pieces; otherwise ask the stage for the whole answer (cheaper for some stages)."""
         assert self.language is not None
-        breaker = self.breakers["language"]
         start = time.perf_counter()
         final: Generation | None = None
-        emitted = 0
-        failure: str | None = None
-        if not breaker.allow():
-            failure = f"circuit open after {breaker.failures} failures"
-        else:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.language_timeout_s
-            stream = self.language.stream(request) if live else _final_only(self.language.generate, request)
-            try:
-                while True:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        raise TimeoutError
-                    try:
-                        event = await asyncio.wait_for(anext(stream), remaining)
-                    except StopAsyncIteration:
-                        break
-                    if isinstance(event, Generation):
-                        final = event
-                    else:
-                        emitted += 1
-                        yield event
-                if final is None:
-                    raise RuntimeError("language stage ended without a final Generation")
-                breaker.success()
-            except (asyncio.CancelledError, GeneratorExit):
-                breaker.release()
-                raise
-            except Exception as exc:
-                breaker.failure()
-                failure = f"{type(exc).__name__}: {exc}"[:200]
-            finally:
-                await stream.aclose()  # cancels the generation if our consumer went away
+        failure = guarded.Failure("", 0)
+        calls = guarded.generate(self.language, self.breakers["language"], self.language_timeout_s, request, live=live)
+        async with aclosing(calls) as events:
+            async for event in events:
+                if isinstance(event, Generation):
+                    final = event
+                elif isinstance(event, guarded.Failure):
+                    failure = event
+                else:
+                    yield event
         record = StageRecord(
             "language",
             self.language.name,
@@ -499,14 +455,14 @@ class Pipeline:
             steps=dict(final.timings.steps) if final else {},
         )
         if final is None:
-            decision = dict(base.get("route_decision") or {}) | {"degraded_because": failure}
+            decision = dict(base.get("route_decision") or {}) | {"degraded_because": failure.reason}
             yield Answer(
                 "",
                 route,
                 language_stage=self.language.name,
                 stages=[*records, record],
                 degraded=True,
-                completion_tokens=emitted,
+                completion_tokens=failure.emitted,
                 **(base | {"route_decision": decision}),
             )
             return
@@ -526,11 +482,6 @@ class Pipeline:
             finish_reason=final.finish_reason,
             **(base | {"thinking": thinking}),
         )
-
-
-async def _final_only(call: Callable[[RequestT], Awaitable[ResultT]], request: RequestT) -> AsyncIterator[ResultT]:
-    """A stage's ``generate``/``see`` as a one-item stream (called only once the stream is read)."""
-    yield await call(request)
 
 
 def _vision_output(seen: VisionResult) -> dict[str, Any]:

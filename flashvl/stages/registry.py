@@ -67,6 +67,7 @@ def _engine(settings: Settings, spec: str, role: Literal["vision", "language"]) 
             ref,
             device=settings.glm_device,
             dtype=settings.glm_dtype,
+            threads=settings.glm_threads,
             max_batch=settings.batch_max_size,
             batch_wait_ms=settings.batch_wait_ms,
             max_pixels=settings.glm_max_pixels,

@@ -76,3 +76,29 @@ def test_live_and_whole_rows_and_a_sampled_row_share_a_batch(model_dir: Path) ->
     assert final.answer == alone[0] and second.answer == alone[1] and third.answer == alone[2]
     assert len(deltas) > 1 and "".join(d.text for d in deltas if d.kind == "answer") == final.answer
     assert sampled.observations["completion_tokens"] > 0
+
+
+def test_the_generating_thread_keeps_all_intra_op_threads(model_dir: Path) -> None:
+    """Preprocessing threads run torch with one thread each; torch hands a new thread the count
+    last set anywhere, so the generating thread (created after them) must set its own back."""
+    import torch
+
+    from flashvl.stages.glm4v.stage import Glm4vStage, default_threads
+
+    full = default_threads()
+    if full < 2:
+        pytest.skip("one core: nothing to tell apart")
+
+    async def run() -> tuple[int, int]:
+        stage = Glm4vStage(str(model_dir), max_pixels=128 * 128)
+        await stage.load()
+        try:
+            await stage.see(ask(photo("coffee")))
+            prep = stage._batcher._prepare_pool.submit(torch.get_num_threads).result()
+            gen = stage._batcher._worker.submit(torch.get_num_threads).result()
+            return prep, gen
+        finally:
+            await stage.close()
+
+    prep, gen = asyncio.run(run())
+    assert prep == 1 and gen == full

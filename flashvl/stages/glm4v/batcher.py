@@ -67,6 +67,7 @@ class DynamicBatcher(Generic[P, R]):
         max_wait_s: float = 0.01,
         prepare_threads: int = 2,
         prepare_initializer: Callable[[], None] | None = None,
+        worker_initializer: Callable[[], None] | None = None,
         name: str = "batcher",
     ) -> None:
         self._prepare = prepare
@@ -78,7 +79,7 @@ class DynamicBatcher(Generic[P, R]):
         self._prepare_pool = ThreadPoolExecutor(
             prepare_threads, thread_name_prefix=f"{name}-prep", initializer=prepare_initializer
         )
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-gen")
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-gen", initializer=worker_initializer)
         self._queue: asyncio.Queue[Job[R]] | None = None
         self._collector: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[int], None]] = []

@@ -11,6 +11,7 @@ torch and transformers are imported only in ``load`` (the ``glm`` extra).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -49,6 +50,7 @@ class Glm4vStage:
         *,
         device: str = "auto",
         dtype: str = "auto",
+        threads: int = 0,
         max_batch: int = 8,
         batch_wait_ms: float = 10.0,
         max_pixels: int = 1_003_520,
@@ -73,12 +75,14 @@ class Glm4vStage:
         self._model: Any = None
         self._processor: Any = None
         self._load_lock = asyncio.Lock()
+        self.threads = threads or default_threads()  # the generating thread's intra-op threads
         self._batcher: DynamicBatcher[dict[str, Any], Any] = DynamicBatcher(
             self._prepare,
             self._run_batch,
             max_batch=max_batch,
             max_wait_s=batch_wait_ms / 1000,
             prepare_initializer=_one_torch_thread,
+            worker_initializer=self._all_torch_threads,
             name="glm4v",
         )
 
@@ -134,6 +138,13 @@ class Glm4vStage:
         return list(self._batcher.batch_sizes)
 
     # ------------------------------------------------------------ batcher hooks (worker threads)
+
+    def _all_torch_threads(self) -> None:
+        """The generating thread's intra-op threads, set explicitly: torch gives a new thread the
+        count last set anywhere in the process, and preprocessing threads set 1."""
+        import torch
+
+        torch.set_num_threads(self.threads)
 
     def _prepare(self, payload: dict[str, Any]) -> Any:
         from flashvl.stages.glm4v import engine
@@ -281,8 +292,16 @@ class Glm4vStage:
 
 
 def _one_torch_thread() -> None:
-    """Preprocessing threads use one intra-op thread each (a per-thread setting): several requests
-    are prepared side by side without their thread teams fighting the generating thread for cores."""
+    """Preprocessing threads use one intra-op thread each: several requests are prepared side by
+    side without their thread teams fighting the generating thread for cores."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS if set, else every core this process may use."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

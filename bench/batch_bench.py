@@ -43,9 +43,9 @@ async def run_batch(settings, folder: Path) -> float:
     from flashvl.jobs.tasks import TaskContext, make_handler
     from flashvl.jobs.worker import WorkerConfig, run_job
     from flashvl.media import MediaIntake
-    from flashvl.stages.registry import build_vision
+    from flashvl.stages.registry import StageBuilder
 
-    vision = build_vision(settings)
+    vision = StageBuilder(settings).vision()
     await vision.load()
     store = SqliteJobStore(folder / "bench.sqlite3")
     store.create_job("bench", "moderate", collect_items(folder / "images"))

@@ -138,7 +138,7 @@ async def load_pipeline(settings: Settings):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from flashvl.pipeline.service import Pipeline
-    from flashvl.stages.registry import build_language, build_vision
+    from flashvl.stages.registry import StageBuilder
 
     with Progress(
         SpinnerColumn(),
@@ -149,23 +149,22 @@ async def load_pipeline(settings: Settings):
         console=None,
     ) as progress:
         task = progress.add_task("loading vision models", total=None)
-        vision = build_vision(settings)
+        stages = StageBuilder(settings)
+        vision = stages.vision()
         await vision.load()
 
         def report(what: str, done: int, total: int) -> None:
             progress.update(task, description=what, completed=done, total=total)
 
         progress.update(task, description="loading language model", total=None)
-        language = await build_language(settings, report)
+        language = await stages.language(report)
         if language is not None:
             progress.update(task, description="loading language model", total=None)
             await language.load()
         pipeline = Pipeline.from_settings(settings, vision, language)
         if settings.arbitration_voter:
-            from flashvl.stages.registry import build_voter
-
             progress.update(task, description="loading the arbitration voter", total=None)
-            pipeline.voter = await build_voter(settings, report)
+            pipeline.voter = await stages.voter(report)
     return pipeline
 
 

@@ -30,7 +30,7 @@ from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.cache.metrics import PipelineCollector
 from flashvl.pipeline.service import Pipeline
 from flashvl.security.middleware import SecurityGate
-from flashvl.stages.registry import Progress, build_language, build_vision, build_voter
+from flashvl.stages.registry import Progress, StageBuilder
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "static"
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -54,8 +54,9 @@ async def load_stages(state: AppState, progress: Progress | None = None) -> None
         return
     if state.settings.language == "none":
         return
+    stages = state.stages or StageBuilder(state.settings)
     try:
-        language = await build_language(state.settings, progress)
+        language = await stages.language(progress)
         assert language is not None
         await language.load()
         if language is not pipeline.vision:  # one engine may serve both roles: count its batches once
@@ -65,7 +66,7 @@ async def load_stages(state: AppState, progress: Progress | None = None) -> None
         log.info("stage_loaded", stage="language", backend=language.name)
         if state.settings.arbitration_voter:
             state.stage_status["voter"] = "loading"
-            pipeline.voter = await build_voter(state.settings, progress)
+            pipeline.voter = await stages.voter(progress)
             state.stage_status["voter"] = "ready"
             log.info("stage_loaded", stage="voter", backend=pipeline.voter.name)
     except Exception as exc:
@@ -91,11 +92,13 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stages = StageBuilder(settings)
         app_state = state or AppState(
             settings=settings,
             metrics=metrics,
             intake=MediaIntake(settings),
-            pipeline=Pipeline.from_settings(settings, build_vision(settings), None),
+            pipeline=Pipeline.from_settings(settings, stages.vision(), None),
+            stages=stages,
         )
         app.state.flashvl = app_state
         metrics.registry.register(PipelineCollector(lambda: app_state.pipeline))

@@ -13,6 +13,7 @@ from flashvl.errors import FlashvlError
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.service import Answer, Pipeline, Query
+from flashvl.stages.registry import StageBuilder
 
 log = get_logger("flashvl.payload")
 
@@ -23,6 +24,7 @@ class AppState:
     metrics: Metrics
     intake: MediaIntake
     pipeline: Pipeline
+    stages: StageBuilder | None = None  # builds (and shares) the stages the settings name
     stage_status: dict[str, str] = field(default_factory=dict)
     load_task: asyncio.Task[None] | None = None
 

@@ -61,7 +61,7 @@ async def run_batch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from flashvl.media import MediaIntake
-    from flashvl.stages.registry import build_language, build_vision
+    from flashvl.stages.registry import StageBuilder
 
     items = collect_items(source)
     job_id = job_id or default_job_id(source, task)
@@ -71,12 +71,13 @@ async def run_batch(
     intake = MediaIntake(settings)
     ctx = TaskContext(settings, intake, allow_paths=True)
     wanted = needs(task)
+    stages = StageBuilder(settings)  # one builder: a model named for both roles loads once
     try:
         if "vision" in wanted:
-            ctx.vision = build_vision(settings)
+            ctx.vision = stages.vision()
             await ctx.vision.load()
         if "language" in wanted and settings.language != "none" and settings.moderation_language != "never":
-            ctx.language = await build_language(settings, None)
+            ctx.language = await stages.language()
             if ctx.language is not None:
                 await ctx.language.load()
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]

@@ -8,15 +8,15 @@ Specs (``--vision`` / ``--language``):
 - ``glm4v:<folder or hub id>``: GLM-4.xV in-process (transformers; extra ``glm``). Vision and language.
 - ``openai:<base_url>#<model>``: any OpenAI-compatible server. Vision and language.
 
-The same ``glm4v``/``openai`` spec for vision and language gives ONE instance (one model in
-memory, one batcher): it is cached per ``Settings`` object, so ``build_vision(settings)`` and
-a later ``build_language(settings)`` meet. Adding a backend means one module and one entry here.
+A ``StageBuilder`` builds the stages one ``Settings`` names. The same ``glm4v``/``openai`` spec
+for two roles (vision, language, arbitration voter) gives ONE instance (one model in memory, one
+batcher). Whoever runs a pipeline (the app, a CLI command) owns its builder: nothing is kept at
+module level. Adding a backend means one module and one entry here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -29,9 +29,6 @@ Progress = Callable[[str, int, int], None]  # (what, done, total)
 BUNDLED_BRAIN = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 VISION_CHOICES = "offline, glm4v:<folder or hub id>, openai:<base_url>#<model>"
 LANGUAGE_CHOICES = "llamacpp, none, glm4v:<folder or hub id>, openai:<base_url>#<model>"
-
-# (id(settings), spec) -> (weakref to those settings, stage): shared engines per settings object.
-_shared: dict[tuple[int, str], tuple[weakref.ref[Settings], Any]] = {}
 
 
 def _bad(kind: str, spec: str, choices: str, why: str = "") -> FlashvlError:
@@ -47,12 +44,76 @@ def parse_openai_spec(spec: str) -> tuple[str, str]:
     return base_url.rstrip("/"), model
 
 
-def _engine(settings: Settings, spec: str, role: Literal["vision", "language"]) -> Any | None:
-    """A glm4v/openai stage for ``spec``, shared between roles of the same settings; None if not one."""
-    key = (id(settings), spec)
-    cached = _shared.get(key)
-    if cached is not None and cached[0]() is settings:
-        stage = cached[1]
+class StageBuilder:
+    """Builds the stages of one ``Settings``; a spec named for two roles yields one shared instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engines: dict[str, Any] = {}  # spec -> glm4v/openai stage, shared between roles
+
+    def vision(self) -> VisionStage:
+        spec = self.settings.vision
+        if spec == "offline":
+            from flashvl.stages.offline.stage import OfflineVisionStage
+
+            return OfflineVisionStage.from_settings(self.settings)
+        try:
+            stage = _engine(self.settings, spec, "vision", self._engines)
+        except ValueError as exc:
+            raise _bad("vision", spec, VISION_CHOICES, str(exc)) from exc
+        if stage is None:
+            raise _bad("unknown vision", spec, VISION_CHOICES)
+        return stage
+
+    async def language(self, progress: Progress | None = None, spec: str | None = None) -> LanguageStage | None:
+        """The language stage (``spec``: another one than ``settings.language``, e.g. the voter's).
+        For llama.cpp the model file is assembled first (seconds, once per machine)."""
+        settings = self.settings
+        spec = spec or settings.language
+        if spec == "none":
+            return None
+        if spec != "llamacpp":
+            try:
+                stage = _engine(settings, spec, "language", self._engines)
+            except ValueError as exc:
+                raise _bad("language", spec, LANGUAGE_CHOICES, str(exc)) from exc
+            if stage is None:
+                raise _bad("unknown language", spec, LANGUAGE_CHOICES)
+            return stage
+        from flashvl.stages.llamacpp import LlamaCppLanguageStage
+
+        path = settings.language_model_path
+        model_id = path.stem if path else BUNDLED_BRAIN
+        if path is None:
+            from flashvl.stages.brain_model import ensure_brain_model
+
+            def report(done: int, total: int) -> None:
+                if progress:
+                    progress("assembling language model", done, total)
+
+            path = await asyncio.to_thread(ensure_brain_model, settings.model_dir, report)
+        return LlamaCppLanguageStage(
+            Path(path),
+            slots=settings.language_slots,
+            ctx=settings.language_ctx,
+            threads=settings.language_threads,
+            name=f"llamacpp:{model_id}",
+            model_id=model_id,
+        )
+
+    async def voter(self, progress: Progress | None = None) -> LanguageStage:
+        """The arbitration voter (``arbitration_voter``), loaded."""
+        voter = await self.language(progress, spec=self.settings.arbitration_voter)
+        if voter is None:
+            raise FlashvlError("bad_setting", "arbitration_voter must name a language stage, not 'none'", 500)
+        await voter.load()
+        return voter
+
+
+def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], engines: dict[str, Any]) -> Any | None:
+    """A glm4v/openai stage for ``spec``, shared between roles through ``engines``; None if not one."""
+    stage = engines.get(spec)
+    if stage is not None:
         if spec.startswith("openai:") and role == "vision":
             stage.role = "vision"  # a shared upstream answers images too
             stage.is_vlm = True
@@ -93,66 +154,5 @@ def _engine(settings: Settings, spec: str, role: Literal["vision", "language"]) 
         )
     else:
         return None
-    for dead in [k for k, (ref_, _) in _shared.items() if ref_() is None]:
-        del _shared[dead]
-    _shared[key] = (weakref.ref(settings), stage)
+    engines[spec] = stage
     return stage
-
-
-def build_vision(settings: Settings) -> VisionStage:
-    spec = settings.vision
-    if spec == "offline":
-        from flashvl.stages.offline.stage import OfflineVisionStage
-
-        return OfflineVisionStage.from_settings(settings)
-    try:
-        stage = _engine(settings, spec, "vision")
-    except ValueError as exc:
-        raise _bad("vision", spec, VISION_CHOICES, str(exc)) from exc
-    if stage is None:
-        raise _bad("unknown vision", spec, VISION_CHOICES)
-    return stage
-
-
-async def build_language(settings: Settings, progress: Progress | None = None) -> LanguageStage | None:
-    """Build (and for llama.cpp, first assemble the model file of) the language stage."""
-    spec = settings.language
-    if spec == "none":
-        return None
-    if spec != "llamacpp":
-        try:
-            stage = _engine(settings, spec, "language")
-        except ValueError as exc:
-            raise _bad("language", spec, LANGUAGE_CHOICES, str(exc)) from exc
-        if stage is None:
-            raise _bad("unknown language", spec, LANGUAGE_CHOICES)
-        return stage
-    from flashvl.stages.llamacpp import LlamaCppLanguageStage
-
-    path = settings.language_model_path
-    model_id = path.stem if path else BUNDLED_BRAIN
-    if path is None:
-        from flashvl.stages.brain_model import ensure_brain_model
-
-        def report(done: int, total: int) -> None:
-            if progress:
-                progress("assembling language model", done, total)
-
-        path = await asyncio.to_thread(ensure_brain_model, settings.model_dir, report)
-    return LlamaCppLanguageStage(
-        Path(path),
-        slots=settings.language_slots,
-        ctx=settings.language_ctx,
-        threads=settings.language_threads,
-        name=f"llamacpp:{model_id}",
-        model_id=model_id,
-    )
-
-
-async def build_voter(settings: Settings, progress: Progress | None = None) -> LanguageStage:
-    """The arbitration voter: a language stage built from ``arbitration_voter``, loaded."""
-    voter = await build_language(settings.model_copy(update={"language": settings.arbitration_voter}), progress)
-    if voter is None:
-        raise FlashvlError("bad_setting", "arbitration_voter must name a language stage, not 'none'", 500)
-    await voter.load()
-    return voter

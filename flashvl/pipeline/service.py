@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
-from flashvl.pipeline import guarded
+from flashvl.pipeline import guarded, vision_calls
 from flashvl.pipeline.arbitration_policy import arbitrate
-from flashvl.pipeline.cache.base import VisionCache, vision_cache_key
+from flashvl.pipeline.cache.base import VisionCache
 from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, disclaimer_for
 from flashvl.pipeline.resilience import (
-    NOTICE_FALLBACK,
     CircuitBreaker,
     VisionDown,
-    is_moderation_request,
-    keyword_fallback,
 )
 from flashvl.pipeline.router.base import Decision, Router
 from flashvl.pipeline.router.override import resolve_route
@@ -48,7 +45,6 @@ from flashvl.stages.base import (
     LanguageStage,
     StreamingVisionStage,
     TextDelta,
-    VisionRequest,
     VisionResult,
     VisionStage,
 )
@@ -179,13 +175,13 @@ class Pipeline:
             and isinstance(self.vision, StreamingVisionStage)
             and not wants_cascade
         ):
-            async for event in self._vlm_direct(query, decision):
+            async for event in vision_calls.vlm_direct(self, query, decision):
                 yield event
             return
         try:
             seen, vision_record, cache_info = await self.see(query)
         except VisionDown as exc:
-            yield self._vision_down(query, lang, exc)
+            yield vision_calls.vision_down(self, query, lang, exc)
             return
         base: dict[str, Any] = {
             "vision_stage": self.vision.name,
@@ -195,7 +191,7 @@ class Pipeline:
             "thinking": seen.thinking,
             "cache": cache_info,
             "route_decision": decision.to_dict() if decision else None,
-            "intermediate": {"vision": _vision_output(seen)},
+            "intermediate": {"vision": vision_calls.vision_output(seen)},
         }
         source = seen.answer_source or ""
         if seen.answer is not None and source.startswith("rule"):
@@ -255,125 +251,7 @@ class Pipeline:
 
     async def see(self, query: Query) -> tuple[VisionResult, StageRecord, dict[str, Any]]:
         """The vision stage's result: from the cache when it holds one, else the stage (guarded)."""
-        request = self._vision_request(query)
-        start = time.perf_counter()
-        key = vision_cache_key(self.vision, request) if self.cache is not None else None
-        if self.cache is not None and key:
-            hit = await self.cache.get(key)
-            if hit is not None:
-                record = StageRecord(
-                    "vision",
-                    self.vision.name,
-                    time.perf_counter() - start,
-                    cached=True,
-                    steps={"cache": time.perf_counter() - start},
-                )
-                return hit, record, {"vision": "hit", "backend": self.cache.name}
-        seen = await guarded.see(self.vision, self.breakers["vision"], self.vision_timeout_s, request)
-        record = StageRecord("vision", self.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
-        if self.cache is not None and key:
-            await self.cache.set(key, seen)
-        return (
-            seen,
-            record,
-            {
-                "vision": "miss" if self.cache is not None else "off",
-                "backend": self.cache.name if self.cache is not None else None,
-            },
-        )
-
-    def _vision_down(self, query: Query, lang: str, exc: VisionDown) -> Answer:
-        breaker = self.breakers["vision"]
-        if not is_moderation_request(query.task, query.question):
-            raise StageUnavailable(
-                self.vision.name,
-                f"vision stage unavailable ({exc}); retry later",
-                retry_after=breaker.retry_after() or 5.0,
-            ) from exc
-        texts = [query.question or ""] + [m.content for m in query.messages or []]
-        fallback = keyword_fallback(texts, lang)  # type: ignore[arg-type]
-        return Answer(
-            fallback.text,
-            "fallback",
-            vision_stage=None,
-            language_stage=None,
-            confidence_source="rule:keyword-fallback",
-            notice=NOTICE_FALLBACK[lang],
-            degraded=True,  # type: ignore[index]
-            route_decision={"route": "fallback", "strategy": "degradation", "reason": str(exc)},
-            needs_review=fallback.flagged,
-            review_reasons=[f"keyword: {w}" for w in fallback.matched],
-            intermediate={"fallback": {"matched": fallback.matched}},
-        )
-
-    async def _vlm_direct(self, query: Query, decision: Decision | None) -> AsyncIterator[TextDelta | Answer]:
-        """A real VLM answers the question itself, streaming (or from the cache)."""
-        assert isinstance(self.vision, StreamingVisionStage)
-        request = self._vision_request(query)
-        start = time.perf_counter()
-        # A sampled answer (temperature > 0) is one draw among many: caching it would freeze it.
-        cacheable = self.cache is not None and not request.temperature
-        key = vision_cache_key(self.vision, request) if cacheable else None
-        seen = await self.cache.get(key) if self.cache is not None and key else None
-        cached = seen is not None
-        if seen is None:
-            stream = self.vision.stream(request) if query.live else guarded.final_only(self.vision.see, request)
-            try:
-                async for event in stream:
-                    if isinstance(event, VisionResult):
-                        seen = event
-                    else:
-                        yield event
-            finally:
-                await stream.aclose()
-            assert seen is not None, "vision stage ended without a final VisionResult"
-            if self.cache is not None and key:
-                await self.cache.set(key, seen)
-        text = seen.answer if seen.answer is not None else seen.description
-        if cached:
-            if seen.thinking:
-                yield TextDelta(seen.thinking, kind="thinking")
-            yield TextDelta(text)
-        record = StageRecord(
-            "vision",
-            self.vision.name,
-            time.perf_counter() - start,
-            cached=cached,
-            steps=dict(seen.timings.steps) if not cached else {"cache": time.perf_counter() - start},
-        )
-        cache_info = {
-            "vision": ("hit" if cached else "miss") if key else "off",
-            "backend": self.cache.name if self.cache is not None else None,
-        }
-        yield Answer(
-            text,
-            "direct",
-            self.vision.name,
-            None,
-            confidence=seen.confidence,
-            confidence_source="vision:token-probability" if seen.confidence is not None else None,
-            stages=[record],
-            thinking=seen.thinking,
-            boxes=seen.boxes,
-            observations=seen.observations,
-            description=seen.description,
-            cache=cache_info,
-            route_decision=decision.to_dict() if decision else None,
-            intermediate={"vision": _vision_output(seen)},
-            prompt_tokens=int(seen.observations.get("prompt_tokens", 0) or 0),
-            completion_tokens=int(seen.observations.get("completion_tokens", 0) or 0),
-        )
-
-    def _vision_request(self, query: Query, question: str | None = None) -> VisionRequest:
-        return VisionRequest(
-            images=query.images,
-            question=question or query.question,
-            task=query.task,
-            enable_thinking=query.enable_thinking,
-            max_tokens=query.max_tokens,
-            temperature=query.temperature,
-            max_pixels=query.max_pixels,
-        )
+        return await vision_calls.see(self, query)
 
     # ------------------------------------------------------------ language
 
@@ -482,12 +360,3 @@ class Pipeline:
             finish_reason=final.finish_reason,
             **(base | {"thinking": thinking}),
         )
-
-
-def _vision_output(seen: VisionResult) -> dict[str, Any]:
-    return {
-        "description": seen.description,
-        "answer": seen.answer,
-        "answer_source": seen.answer_source,
-        "confidence": seen.confidence,
-    }

@@ -360,6 +360,7 @@ async function ask() {
       body: JSON.stringify({
         model: "flashvl",
         stream: true,
+        logprobs: true, // the stages panel shows the answer's confidence
         messages: [
           {
             role: "user",

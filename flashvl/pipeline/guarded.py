@@ -2,6 +2,8 @@
 
 - ``see``: the vision stage's result, or ``VisionDown`` (a client's own mistake, a 4xx,
   is raised as it is and does not count against the stage).
+- ``see_streaming``: a VLM's pieces, then its ``VisionResult``; ``VisionDown`` if it fails
+  before its first piece, ``StageUnavailable`` (a 503) if it fails after.
 - ``generate``: the language stage's pieces as they come (``live``) or none (the stage is
   asked for the whole answer), then its ``Generation``, or a ``Failure`` saying why; the
   caller decides what to say instead.
@@ -17,12 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from flashvl.errors import FlashvlError
+from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline.resilience import CircuitBreaker, VisionDown
 from flashvl.stages.base import (
     ChatRequest,
     Generation,
     LanguageStage,
+    StreamingVisionStage,
     TextDelta,
     VisionRequest,
     VisionResult,
@@ -50,17 +53,53 @@ async def see(stage: VisionStage, breaker: CircuitBreaker, timeout_s: float, req
     except asyncio.CancelledError:
         breaker.release()
         raise
-    except FlashvlError as exc:
-        if exc.status < 500:  # the request's fault, not the stage's
-            breaker.release()
-            raise
-        breaker.failure()
-        raise VisionDown(exc.message) from exc
     except Exception as exc:
-        breaker.failure()
-        raise VisionDown(f"{type(exc).__name__}: {exc}"[:200]) from exc
+        raise _vision_failed(breaker, exc) from exc
     breaker.success()
     return seen
+
+
+async def see_streaming(
+    stage: StreamingVisionStage, breaker: CircuitBreaker, request: VisionRequest, *, live: bool
+) -> AsyncIterator[TextDelta | VisionResult]:
+    """A VLM's own answer (no deadline of its own: a long answer is bounded by the request's)."""
+    if not breaker.allow():
+        raise VisionDown(f"circuit open after {breaker.failures} failures")
+    stream = stage.stream(request) if live else final_only(stage.see, request)
+    emitted = 0
+    try:
+        seen: VisionResult | None = None
+        async for event in stream:
+            if isinstance(event, VisionResult):
+                seen = event
+            else:
+                emitted += 1
+                yield event
+        if seen is None:
+            raise RuntimeError("the vision stage ended without a result")
+    except (asyncio.CancelledError, GeneratorExit):
+        breaker.release()
+        raise
+    except Exception as exc:
+        down = _vision_failed(breaker, exc)
+        if emitted:  # part of the answer is out: no fallback can replace it now
+            raise StageUnavailable(stage.name, f"the vision stage failed mid-answer: {down}") from exc
+        raise down from exc
+    finally:
+        await stream.aclose()
+    breaker.success()
+    yield seen
+
+
+def _vision_failed(breaker: CircuitBreaker, exc: Exception) -> VisionDown:
+    """Count a failure against the stage and say so; a client's own mistake (4xx) is re-raised."""
+    if isinstance(exc, FlashvlError) and exc.status < 500:  # the request's fault, not the stage's
+        breaker.release()
+        raise exc
+    breaker.failure()
+    if isinstance(exc, FlashvlError):
+        return VisionDown(exc.message)
+    return VisionDown(f"{type(exc).__name__}: {exc}"[:200])
 
 
 async def generate(

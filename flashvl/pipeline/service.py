@@ -175,8 +175,11 @@ class Pipeline:
             and isinstance(self.vision, StreamingVisionStage)
             and not wants_cascade
         ):
-            async for event in vision_calls.vlm_direct(self, query, decision):
-                yield event
+            try:
+                async for event in vision_calls.vlm_direct(self, query, decision):
+                    yield event
+            except VisionDown as exc:  # raised only before the first piece
+                yield vision_calls.vision_down(self, query, lang, exc)
             return
         try:
             seen, vision_record, cache_info = await self.see(query)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import StageUnavailable
@@ -87,16 +88,14 @@ async def vlm_direct(pipeline: Pipeline, query: Query, decision: Decision | None
     seen = await pipeline.cache.get(key) if pipeline.cache is not None and key else None
     cached = seen is not None
     if seen is None:
-        stream = pipeline.vision.stream(request) if query.live else guarded.final_only(pipeline.vision.see, request)
-        try:
-            async for event in stream:
+        calls = guarded.see_streaming(pipeline.vision, pipeline.breakers["vision"], request, live=query.live)
+        async with aclosing(calls) as events:
+            async for event in events:
                 if isinstance(event, VisionResult):
                     seen = event
                 else:
                     yield event
-        finally:
-            await stream.aclose()
-        assert seen is not None, "vision stage ended without a final VisionResult"
+        assert seen is not None
         if pipeline.cache is not None and key:
             await pipeline.cache.set(key, seen)
     text = seen.answer if seen.answer is not None else seen.description

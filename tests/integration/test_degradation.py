@@ -170,6 +170,36 @@ def test_vision_down_moderation_fallback_else_503(vision: OfflineVisionStage) ->
     assert asyncio.run(cached.answer(Query([image], task="caption"))).stages[0].cached
 
 
+def test_a_vlm_that_is_down_trips_the_breaker_then_fails_fast_with_the_fallback() -> None:
+    """A real VLM stage (OpenAI-compatible upstream) whose server is gone: a loopback port nobody
+    listens on. Its direct answers count against the vision breaker like any vision call."""
+    from flashvl.stages.openai_compat import OpenAICompatStage
+
+    port = free_port()  # nothing listens here: every connection is refused, on loopback only
+    upstream = OpenAICompatStage(f"http://127.0.0.1:{port}/v1", "glm-4.6v-flash", role="vision", retries=0)
+    pipeline = Pipeline(upstream, None, breaker_failures=2, breaker_reset_s=30)
+
+    async def run() -> tuple[list[int], object]:
+        await upstream.load()
+        try:
+            statuses = []
+            for _ in range(3):
+                try:
+                    await pipeline.answer(Query([cat()], "What is the cat doing?", route="direct"))
+                except StageUnavailable as exc:
+                    statuses.append(exc.status)
+            moderation = await pipeline.answer(Query([cat()], "Is this gun picture allowed to be posted?"))
+            return statuses, moderation
+        finally:
+            await upstream.close()
+
+    statuses, moderation = asyncio.run(run())
+    assert statuses == [503, 503, 503]
+    breaker = pipeline.breakers["vision"]
+    assert breaker.state == "open" and breaker.trips == 1 and breaker.failures == 2  # the 3rd never called
+    assert moderation.route == "fallback" and moderation.degraded and moderation.needs_review
+
+
 def test_disclaimer_and_intermediate_on_rule_answers(vision: OfflineVisionStage) -> None:
     pipeline = Pipeline(vision, None)
     answer = asyncio.run(

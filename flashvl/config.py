@@ -372,6 +372,18 @@ class Settings(BaseSettings):
         **_group("pipeline"),
     )
     review_max_items: int = Field(1000, ge=1, description="Flagged answers kept for /review.", **_group("pipeline"))
+    review_store: str = Field(
+        "sqlite",
+        pattern="^(sqlite|memory)$",
+        description="Where /review items live: 'sqlite' (kept across restarts, shared by workers on one file) "
+        "or 'memory'.",
+        **_group("pipeline"),
+    )
+    review_sqlite_path: Path = Field(
+        Path(os.path.expanduser("~/.cache/flashvl/reviews.sqlite3")),
+        description="SQLite file of the review queue.",
+        **_group("pipeline"),
+    )
     disclaimers: bool = Field(
         True, description="Append a disclaimer to medical, financial and legal answers.", **_group("pipeline")
     )

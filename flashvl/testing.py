@@ -33,12 +33,14 @@ def start_server(
 ) -> ServerProcess:
     """Start ``flashvl serve`` on a free 127.0.0.1 port and wait until /readyz says ready.
 
-    Each server gets its own job database next to its log unless ``--jobs-sqlite-path`` is given.
+    Each server gets its own job and review databases next to its log unless the flags name them.
     """
     port = free_port()
     cmd = [sys.executable, "-m", "flashvl", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if "--jobs-sqlite-path" not in extra_args:
         cmd += ["--jobs-sqlite-path", str(log_path.parent / f"jobs-{port}.sqlite3")]
+    if "--review-sqlite-path" not in extra_args:
+        cmd += ["--review-sqlite-path", str(log_path.parent / f"reviews-{port}.sqlite3")]
     base = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

@@ -34,6 +34,7 @@ from flashvl.pipeline.resilience import (
     CircuitBreaker,
     VisionDown,
 )
+from flashvl.pipeline.review_store import SqliteReviewStore, build_review_store
 from flashvl.pipeline.router.base import Decision, Router
 from flashvl.pipeline.router.override import resolve_route
 from flashvl.pipeline.router.rules import KeywordRouter
@@ -73,7 +74,7 @@ class Pipeline:
         arbiter: arb.Arbiter | None = None,
         reask: bool = True,
         voter: LanguageStage | None = None,
-        reviews: arb.ReviewStore | None = None,
+        reviews: arb.ReviewStore | SqliteReviewStore | None = None,
         vision_timeout_s: float = 30.0,
         language_timeout_s: float = 100.0,
         breaker_failures: int = 3,
@@ -117,7 +118,7 @@ class Pipeline:
             cache=build_cache(settings),
             arbiter=arbiter,
             reask=settings.arbitration_reask,
-            reviews=arb.ReviewStore(settings.review_max_items),
+            reviews=build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items),
             vision_timeout_s=settings.vision_timeout_s,
             language_timeout_s=settings.language_timeout_s,
             breaker_failures=settings.breaker_failures,

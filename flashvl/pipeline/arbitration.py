@@ -244,6 +244,10 @@ class ReviewItem:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def mark_resolved(self, verdict: str, corrected_answer: str | None, note: str | None) -> None:
+        self.status = "resolved"
+        self.resolution = {"verdict": verdict, "corrected_answer": corrected_answer, "note": note, "at": time.time()}
+
 
 @dataclass
 class ReviewStore:
@@ -275,13 +279,7 @@ class ReviewStore:
             item = self._items.get(item_id)
             if item is None:
                 return None
-            item.status = "resolved"
-            item.resolution = {
-                "verdict": verdict,
-                "corrected_answer": corrected_answer,
-                "note": note,
-                "at": time.time(),
-            }
+            item.mark_resolved(verdict, corrected_answer, note)
             return item
 
 

@@ -67,13 +67,7 @@ class SqliteReviewStore:
                 self._db.execute("ROLLBACK")
                 return None
             item = _load(row[0])
-            item.status = "resolved"
-            item.resolution = {
-                "verdict": verdict,
-                "corrected_answer": corrected_answer,
-                "note": note,
-                "at": time.time(),
-            }
+            item.mark_resolved(verdict, corrected_answer, note)
             self._db.execute(
                 "UPDATE reviews SET status = ?, item = ? WHERE id = ?", (item.status, _dump(item), item_id)
             )

@@ -80,7 +80,7 @@ async def measure(side: str, folder: Path, max_tokens: int, level: int, total: i
     """One cell, in this (fresh) process: load the model, warm up, run ``total`` requests."""
     import torch
 
-    from flashvl.stages.glm4v.engine import downscale
+    from flashvl.stages.glm4v.engine import downscale, prepare
 
     stage = Glm4vStage(str(folder), max_batch=16, max_pixels=512 * 512)  # default batch_wait_ms
     await stage.load()
@@ -91,23 +91,17 @@ async def measure(side: str, folder: Path, max_tokens: int, level: int, total: i
 
     def naive_sync(index: int) -> None:
         image = downscale(image_for(index, sources).image, 512 * 512)
-        messages = [
-            {
-                "role": "user",
-                "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}],
-            }
-        ]
-        inputs = processor.apply_chat_template(
-            messages,
-            tokenize=True,
-            add_generation_prompt=True,
-            return_dict=True,
-            return_tensors="pt",
-            enable_thinking=False,
-        )
-        inputs = {k: v.to(stage.device) for k, v in inputs.items()}
+        content = [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]
+        messages = [{"role": "user", "content": content}]
+        # The same chat template and preprocessing call as flashvl's, then one plain generate.
+        inputs = prepare(processor, messages, enable_thinking=False, max_tokens=max_tokens, temperature=0, top_p=1)
         with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False)
+            model.generate(
+                **{k: v.to(stage.device) for k, v in inputs.inputs.items()},
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,
+                do_sample=False,
+            )
 
     async def naive(index: int) -> None:
         await loop.run_in_executor(naive_thread, naive_sync, index)

@@ -44,6 +44,7 @@ from flashvl.stages.base import (
     ChatRequest,
     Generation,
     LanguageStage,
+    Relay,
     StreamingVisionStage,
     TextDelta,
     VisionResult,
@@ -265,21 +266,11 @@ class Pipeline:
         assert self.language is not None and query.question
         ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
         messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
-        request = ChatRequest(
-            messages=messages,
-            max_tokens=query.max_tokens,
-            temperature=query.temperature,
-            enable_thinking=query.enable_thinking,
-            logprobs=query.confidence,
-        )
         base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
-        final: Answer | None = None
-        async for event in self._generate(request, [vision_record], "cascade", base, live=query.live):
-            if isinstance(event, Answer):
-                final = event
-            else:
-                yield event
-        assert final is not None
+        run = Relay(self._generate(query, messages, [vision_record], "cascade", base))
+        async for delta in run:
+            yield delta
+        final: Answer = run.final
         if final.degraded:
             final.text = seen.description
             final.route = "vision-only"
@@ -295,14 +286,7 @@ class Pipeline:
         messages = list(query.messages or [])
         if query.question and not messages:
             messages = [ChatMessage("user", query.question)]
-        request = ChatRequest(
-            messages=messages,
-            max_tokens=query.max_tokens,
-            temperature=query.temperature,
-            enable_thinking=query.enable_thinking,
-            logprobs=query.confidence,
-        )
-        async for event in self._generate(request, [], "text-only", {"vision_stage": None}, live=query.live):
+        async for event in self._generate(query, messages, [], "text-only", {"vision_stage": None}):
             if isinstance(event, Answer) and event.degraded:
                 raise StageUnavailable(
                     self.language.name,
@@ -312,16 +296,31 @@ class Pipeline:
             yield event
 
     async def _generate(
-        self, request: ChatRequest, records: list[StageRecord], route: Route, base: dict[str, Any], *, live: bool
+        self,
+        query: Query,
+        messages: list[ChatMessage],
+        records: list[StageRecord],
+        route: Route,
+        base: dict[str, Any],
     ) -> AsyncIterator[TextDelta | Answer]:
-        """The language stage's answer, under a timeout and the breaker. On failure the final
-        ``Answer`` has ``degraded=True`` (the caller decides what to say instead). ``live``: stream
-        the pieces; otherwise ask the stage for the whole answer (cheaper for some stages)."""
+        """The language stage's answer to ``messages`` (with the query's settings), under a timeout
+        and the breaker. On failure the final ``Answer`` has ``degraded=True`` (the caller decides
+        what to say instead). Not ``query.live``: the stage is asked for the whole answer at once
+        (cheaper for some stages)."""
         assert self.language is not None
+        request = ChatRequest(
+            messages=messages,
+            max_tokens=query.max_tokens,
+            temperature=query.temperature,
+            enable_thinking=query.enable_thinking,
+            logprobs=query.confidence,
+        )
         start = time.perf_counter()
         final: Generation | None = None
         failure = guarded.Failure("", 0)
-        calls = guarded.generate(self.language, self.breakers["language"], self.language_timeout_s, request, live=live)
+        calls = guarded.generate(
+            self.language, self.breakers["language"], self.language_timeout_s, request, live=query.live
+        )
         async with aclosing(calls) as events:
             async for event in events:
                 if isinstance(event, Generation):

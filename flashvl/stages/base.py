@@ -206,6 +206,22 @@ class LanguageStage(Protocol):
 ResultT = TypeVar("ResultT", "VisionResult", "Generation")
 
 
+class Relay:
+    """Iterate a stream of pieces that ends in one result: ``async for delta in relay`` yields the
+    ``TextDelta`` pieces; the last other item (the result) is left in ``relay.final``."""
+
+    def __init__(self, stream: AsyncIterator[Any]) -> None:
+        self._stream = stream
+        self.final: Any = None
+
+    async def __aiter__(self) -> AsyncIterator[TextDelta]:
+        async for event in self._stream:
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                self.final = event
+
+
 async def final_result(stream: AsyncIterator[Any], kind: type[ResultT], stage: str) -> ResultT:
     """Drain a stage's stream and return its final result (``see``/``generate`` from ``stream``).
 

@@ -35,6 +35,7 @@ from flashvl.stages.base import (
     Box,
     ChatRequest,
     Generation,
+    Relay,
     TextDelta,
     Timings,
     VisionRequest,
@@ -283,12 +284,10 @@ class OpenAICompatStage:
             json_schema=request.json_schema,
             logprobs=request.logprobs,
         )
-        summary: dict[str, Any] = {}
-        async for event in self._run(body):
-            if isinstance(event, TextDelta):
-                yield event
-            else:
-                summary = event
+        run = Relay(self._run(body))
+        async for delta in run:
+            yield delta
+        summary: dict[str, Any] = run.final
         parsed = parse_output(summary["raw"])
         thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None
         usage = summary["usage"]
@@ -327,12 +326,10 @@ class OpenAICompatStage:
             top_p=None,
             enable_thinking=request.enable_thinking,
         )
-        summary: dict[str, Any] = {}
-        async for event in self._run(body):
-            if isinstance(event, TextDelta):
-                yield event
-            else:
-                summary = event
+        run = Relay(self._run(body))
+        async for delta in run:
+            yield delta
+        summary: dict[str, Any] = run.final
         target = request.images[-1]
         parsed = parse_output(summary["raw"], target.width, target.height)
         thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None

@@ -23,6 +23,7 @@ from flashvl.stages.base import (
     Box,
     ChatRequest,
     Generation,
+    Relay,
     TextDelta,
     Timings,
     VisionRequest,
@@ -170,7 +171,7 @@ class Glm4vStage:
         top_p: float | None,
         live: bool,
     ) -> AsyncIterator[Any]:
-        """Yield ``TextDelta`` pieces (parsed; none unless ``live``), then ``(raw_text, RowDone)``."""
+        """Yield ``TextDelta`` pieces (parsed; none unless ``live``), then the row's ``RowDone``."""
         if self._model is None:
             raise StageUnavailable(self.name, "the model is not loaded")
         payload = {
@@ -193,7 +194,7 @@ class Glm4vStage:
             yield TextDelta(text, kind=kind)
         if done is None:
             raise StageUnavailable(self.name, "generation ended without a result")
-        yield (done.text, done)
+        yield done
 
     def stream(self, request: VisionRequest | ChatRequest) -> AsyncIterator[Any]:
         """Vision: deltas then a ``VisionResult``. Language: deltas then a ``Generation``."""
@@ -215,24 +216,22 @@ class Glm4vStage:
             {"type": "image", "image": downscale(image.image, max_pixels)} for image in request.images
         ]
         content.append({"type": "text", "text": question})
-        final = None
-        async for event in self._run(
-            [{"role": "user", "content": content}],
-            enable_thinking=request.enable_thinking,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=None,
-            live=live,
-        ):
-            if isinstance(event, TextDelta):
-                yield event
-            else:
-                final = event
-        assert final is not None
-        raw, done = final
+        run = Relay(
+            self._run(
+                [{"role": "user", "content": content}],
+                enable_thinking=request.enable_thinking,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=None,
+                live=live,
+            )
+        )
+        async for delta in run:
+            yield delta
+        done = run.final
         # Boxes are 0-1000 of the image the model saw, i.e. of the original (the aspect is kept).
         target = request.images[-1]
-        parsed = parse_output(raw, target.width, target.height)
+        parsed = parse_output(done.text, target.width, target.height)
         score = done.confidence if done.confidence is not None else 1.0
         boxes = [Box(b.label, score, *b.pixels, norm=b.norm) for b in parsed.boxes]
         yield VisionResult(
@@ -261,22 +260,20 @@ class Glm4vStage:
 
     async def _stream_chat(self, request: ChatRequest, *, live: bool = True) -> AsyncIterator[TextDelta | Generation]:
         messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        final = None
-        async for event in self._run(
-            messages,
-            enable_thinking=request.enable_thinking,
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            live=live,
-        ):
-            if isinstance(event, TextDelta):
-                yield event
-            else:
-                final = event
-        assert final is not None
-        raw, done = final
-        parsed = parse_output(raw)
+        run = Relay(
+            self._run(
+                messages,
+                enable_thinking=request.enable_thinking,
+                max_tokens=request.max_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                live=live,
+            )
+        )
+        async for delta in run:
+            yield delta
+        done = run.final
+        parsed = parse_output(done.text)
         yield Generation(
             stage=self.name,
             text=parsed.answer,

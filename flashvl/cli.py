@@ -1,4 +1,4 @@
-"""Command line: ``flashvl serve | ask | caption | eval | batch``.
+"""Command line: ``flashvl serve | ask | caption | eval | batch | keys``.
 
 Every settings field is a flag of each command (see ``flashvl serve --help``)
 and a ``FLASHVL_*`` environment variable.
@@ -11,10 +11,16 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flashvl import __version__
 from flashvl.config import Settings, add_settings_arguments, settings_from_args
+
+if TYPE_CHECKING:
+    from flashvl.runtime import Runtime
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,11 +71,18 @@ def _parser() -> argparse.ArgumentParser:
         help="Answer every prompt with one fixed GLM-format reply (thinking, answer, a box).",
     )
     tiny.add_argument("--seed", type=int, default=0)
+    from flashvl.security.keys import add_keys_command
+
+    add_keys_command(commands)  # flashvl keys new NAME --scopes infer,batch
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "keys":
+        from flashvl.security.keys import run_keys
+
+        return run_keys(args)
     if args.command == "dev":
         from flashvl.stages.glm4v.tiny import build_tiny_glm4v
 
@@ -87,19 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(run_eval(settings, args.out))
     if args.command == "batch":
-        from flashvl.jobs.batch import run_batch
-
-        return asyncio.run(
-            run_batch(
-                settings,
-                args.task,
-                args.source,
-                args.out,
-                csv_out=args.csv,
-                job_id=args.job_id,
-                show_progress=not args.no_progress,
-            )
-        )
+        return asyncio.run(_batch(settings, args))
     return asyncio.run(_in_process(settings, args))
 
 
@@ -133,68 +134,61 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def load_pipeline(settings: Settings):
-    """Build and load the stages with a progress display on stderr."""
+@asynccontextmanager
+async def started_runtime(settings: Settings, roles: set[str] | None = None) -> AsyncIterator[Runtime]:
+    """A started runtime with a progress display on stderr while the models load; closed on exit.
+    Raises ``FlashvlError`` naming the stage when one fails to load."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from flashvl.pipeline.service import Pipeline
-    from flashvl.stages.registry import StageBuilder
+    from flashvl.errors import FlashvlError
+    from flashvl.runtime import ROLES, Runtime
 
     with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        console=None,
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
     ) as progress:
-        task = progress.add_task("loading vision models", total=None)
-        stages = StageBuilder(settings)
-        vision = stages.vision()
-        await vision.load()
+        task = progress.add_task("loading models", total=None)
 
         def report(what: str, done: int, total: int) -> None:
             progress.update(task, description=what, completed=done, total=total)
 
-        progress.update(task, description="loading language model", total=None)
-        language = await stages.language(report)
-        if language is not None:
-            progress.update(task, description="loading language model", total=None)
-            await language.load()
-        pipeline = Pipeline.from_settings(settings, vision, language)
-        if settings.arbitration_voter:
-            progress.update(task, description="loading the arbitration voter", total=None)
-            pipeline.voter = await stages.voter(report)
-    return pipeline
+        runtime = Runtime(settings, roles=roles or ROLES, progress=report)
+        try:
+            await runtime.start()
+        except BaseException:
+            await runtime.close()
+            raise
+    failed = {role: status for role, status in runtime.stage_status.items() if status != "ready"}
+    try:
+        if failed:
+            raise FlashvlError("stage_failed", f"a stage failed to load: {failed}", 503)
+        yield runtime
+    finally:
+        await runtime.close()
 
 
 async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
     from flashvl.errors import FlashvlError
-    from flashvl.media import MediaIntake
-    from flashvl.pipeline.service import Answer, Query
+    from flashvl.pipeline.types import Answer, Query
+    from flashvl.runtime import ANSWER_ROLES
 
     needs_language = args.command == "ask"
-    if not needs_language:
-        settings = settings.model_copy(update={"language": "none"})
-    intake = MediaIntake(settings)
+    roles = set(ANSWER_ROLES) if needs_language else {"vision"}
     try:
-        image = await intake.from_path(args.image)
-        pipeline = await load_pipeline(settings)
-        query = Query(
-            images=[image],
-            question=getattr(args, "question", None),
-            task="vqa" if needs_language else "caption",
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-        )
-        start = time.perf_counter()
-        answer: Answer = await pipeline.answer(query)
-        elapsed = time.perf_counter() - start
+        async with started_runtime(settings, roles) as runtime:
+            image = await runtime.intake.from_path(args.image)
+            query = Query(
+                images=[image],
+                question=getattr(args, "question", None),
+                task="vqa" if needs_language else "caption",
+                max_tokens=settings.max_tokens,
+                temperature=settings.temperature,
+            )
+            start = time.perf_counter()
+            answer: Answer = await runtime.pipeline.answer(query)
+            elapsed = time.perf_counter() - start
     except FlashvlError as exc:
         print(f"flashvl: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
-    finally:
-        await intake.aclose()
     if args.json:
         print(
             json.dumps(
@@ -205,9 +199,40 @@ async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
         print(answer.text)
         stages = ", ".join(f"{s.name}={s.backend} {s.seconds:.2f}s" for s in answer.stages)
         print(f"[route {answer.route}; {stages}]" + (f" [{answer.notice}]" if answer.notice else ""), file=sys.stderr)
-    for stage in (pipeline.vision, pipeline.language):
-        if stage is not None:
-            await stage.close()
+    return 0
+
+
+async def _batch(settings: Settings, args: argparse.Namespace) -> int:
+    from flashvl.errors import FlashvlError
+    from flashvl.jobs.batch import collect_items, default_job_id, run_batch
+    from flashvl.jobs.store import store_from_settings
+    from flashvl.jobs.tasks import needs
+    from flashvl.jobs.worker import WorkerConfig
+
+    items = collect_items(args.source)
+    roles = needs(args.task)
+    if "language" in roles and (settings.language == "none" or settings.moderation_language == "never"):
+        roles = roles - {"language"}
+    store = store_from_settings(settings)
+    try:
+        async with started_runtime(settings, roles) as runtime:
+            await run_batch(
+                store,
+                runtime.job_context(allow_paths=True),
+                args.task,
+                items,
+                args.job_id or default_job_id(args.source, args.task),
+                args.out,
+                config=WorkerConfig.from_settings(settings),
+                csv_out=args.csv,
+                show_progress=not args.no_progress,
+                source=args.source,
+            )
+    except FlashvlError as exc:
+        print(f"flashvl: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     return 0
 
 

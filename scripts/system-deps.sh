@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the test suite drives for real: a headless browser, a CJK font, and redis-server
-# (to render Chinese test documents). Installs only what is missing; needs root.
+# Debian packages the test suite drives for real: a headless browser, redis-server, and the one CJK
+# font file the OCR tests render Chinese documents with (tests/unit/render.py names the same file:
+# exact OCR output depends on the font, so no other Chinese font will do). Installs only what is
+# missing; needs root.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: please install: ${need[*]} (apt-get install -y ${need[*]})" >&2

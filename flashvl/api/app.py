@@ -4,6 +4,7 @@ at start; /healthz answers at once, /readyz turns 200 once every stage is loaded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,68 +19,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flashvl import __version__
 from flashvl.api.deps import AppState
 from flashvl.api.middleware import BodySizeLimit, RequestContext
-from flashvl.api.routes import health, openai, seed
+from flashvl.api.routes import docs, health, openai, seed
 from flashvl.api.routes import jobs as job_routes
 from flashvl.api.routes import moderate as moderate_routes
 from flashvl.api.routes import ocr as ocr_routes
 from flashvl.api.routes import review as review_routes
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
-from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.cache.metrics import PipelineCollector
-from flashvl.pipeline.service import Pipeline
+from flashvl.runtime import Runtime
 from flashvl.security.middleware import SecurityGate
-from flashvl.stages.registry import Progress, StageBuilder
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "web" / "static"
 FORM_OVERHEAD_BYTES = 64 * 1024
 log = get_logger("flashvl.app")
-
-
-async def load_stages(state: AppState, progress: Progress | None = None) -> None:
-    """Load every stage once; record each one's status for /readyz."""
-    pipeline = state.pipeline
-    state.stage_status["vision"] = "loading"
-    if state.settings.language != "none":
-        state.stage_status["language"] = "loading"
-    try:
-        await pipeline.vision.load()
-        _watch_batches(state, pipeline.vision)
-        state.stage_status["vision"] = "ready"
-        log.info("stage_loaded", stage="vision", backend=pipeline.vision.name)
-    except Exception as exc:
-        state.stage_status["vision"] = f"failed: {type(exc).__name__}: {exc}"
-        log.exception("stage_load_failed", stage="vision")
-        return
-    if state.settings.language == "none":
-        return
-    stages = state.stages or StageBuilder(state.settings)
-    try:
-        language = await stages.language(progress)
-        assert language is not None
-        await language.load()
-        if language is not pipeline.vision:  # one engine may serve both roles: count its batches once
-            _watch_batches(state, language)
-        pipeline.language = language
-        state.stage_status["language"] = "ready"
-        log.info("stage_loaded", stage="language", backend=language.name)
-        if state.settings.arbitration_voter:
-            state.stage_status["voter"] = "loading"
-            pipeline.voter = await stages.voter(progress)
-            state.stage_status["voter"] = "ready"
-            log.info("stage_loaded", stage="voter", backend=pipeline.voter.name)
-    except Exception as exc:
-        state.stage_status["language"] = f"failed: {type(exc).__name__}: {exc}"
-        log.exception("stage_load_failed", stage="language")
-
-
-def _watch_batches(state: AppState, stage: object) -> None:
-    """Feed ``flashvl_batch_size`` from stages that batch in-process (they have ``add_batch_listener``)."""
-    add_listener = getattr(stage, "add_batch_listener", None)
-    if add_listener is not None:
-        histogram = state.metrics.batch_size.labels(getattr(stage, "name", "stage"))
-        add_listener(histogram.observe)
 
 
 def body_limit(settings: Settings) -> int:
@@ -87,42 +41,38 @@ def body_limit(settings: Settings) -> int:
     return settings.max_images_per_request * (settings.max_image_bytes * 4 // 3 + 4) + FORM_OVERHEAD_BYTES
 
 
-def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
-    """Build the app. Pass a ready ``state`` to share already-loaded stages (tests, CLI)."""
+def create_app(settings: Settings) -> FastAPI:
+    """Build the app. Its lifespan builds the runtime (``flashvl/runtime.py``), opens the job queue,
+    and loads the stages in the background (``/readyz`` says when they are ready)."""
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stages = StageBuilder(settings)
-        app_state = state or AppState(
-            settings=settings,
-            metrics=metrics,
-            intake=MediaIntake(settings),
-            pipeline=Pipeline.from_settings(settings, stages.vision(), None),
-            stages=stages,
-        )
-        app.state.flashvl = app_state
-        metrics.registry.register(PipelineCollector(lambda: app_state.pipeline))
-        await job_routes.start_jobs(app, app_state)
-        if state is None:
-            app_state.load_task = asyncio.create_task(load_stages(app_state))
+        runtime = Runtime(settings, metrics=metrics)
+        state = AppState(runtime, metrics)
+        app.state.flashvl = state
+        metrics.registry.register(PipelineCollector(lambda: runtime.pipeline))
+        jobs = runtime.open_jobs()
+        if settings.jobs_worker:
+            jobs.start()
+        state.load_task = asyncio.create_task(runtime.start())
         try:
             yield
         finally:
-            await job_routes.stop_jobs(app)
-            if app_state.load_task:
-                app_state.load_task.cancel()
-            if state is None:
-                await app_state.pipeline.vision.close()
-                if app_state.pipeline.language:
-                    await app_state.pipeline.language.close()
-                await app_state.intake.aclose()
+            state.load_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await state.load_task
+            await runtime.close()
 
-    metrics = state.metrics if state else Metrics()
     app = FastAPI(
         title="flashvl",
         version=__version__,
         description="Image question answering: seed endpoints, OpenAI-compatible chat completions, health.",
         lifespan=lifespan,
+        # Served by flashvl/api/routes/docs.py instead, under a scope dependency like every route.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(seed.router)
     app.include_router(openai.router)
@@ -131,6 +81,7 @@ def create_app(settings: Settings, *, state: AppState | None = None) -> FastAPI:
     app.include_router(moderate_routes.router)
     app.include_router(ocr_routes.router)
     app.include_router(job_routes.router)
+    app.include_router(docs.router)
     _install_error_handlers(app, metrics)
     app.add_middleware(BodySizeLimit, max_bytes=body_limit(settings))
     # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).

@@ -3,34 +3,49 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, Request
 
+from flashvl.api.schemas import ResponseMeta
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.service import Answer, Pipeline, Query
-from flashvl.stages.registry import StageBuilder
+from flashvl.runtime import Runtime
 
 log = get_logger("flashvl.payload")
 
 
 @dataclass
 class AppState:
-    settings: Settings
+    """What routes see: the runtime (built by the app's lifespan) and the app's metrics."""
+
+    runtime: Runtime
     metrics: Metrics
-    intake: MediaIntake
-    pipeline: Pipeline
-    stages: StageBuilder | None = None  # builds (and shares) the stages the settings name
-    stage_status: dict[str, str] = field(default_factory=dict)
     load_task: asyncio.Task[None] | None = None
 
     @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def intake(self) -> MediaIntake:
+        return self.runtime.intake
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runtime.pipeline
+
+    @property
+    def stage_status(self) -> dict[str, str]:
+        return self.runtime.stage_status
+
+    @property
     def ready(self) -> bool:
-        return bool(self.stage_status) and all(v == "ready" for v in self.stage_status.values())
+        return self.runtime.ready
 
 
 async def get_state(request: Request) -> AppState:  # async: no thread hop per request
@@ -85,12 +100,11 @@ def record_answer(request: Request, state: AppState, answer: Answer, query: Quer
     """
     if state.settings.log_payloads and query is not None:
         log.debug("payload", prompt=query.question, answer=answer.text)
-    for stage in answer.stages:
-        state.metrics.stage_latency.labels(stage.name, stage.backend).observe(stage.seconds)
     state.metrics.routes.labels(answer.route).inc()
     request.state.route = answer.route
     request.state.stages = {s.name: round(s.seconds, 4) for s in answer.stages}
 
 
-def meta(request: Request, answer: Answer) -> dict[str, Any]:
-    return answer.meta() | {"request_id": getattr(request.state, "request_id", None)}
+def meta(request: Request, answer: Answer) -> ResponseMeta:
+    """The response metadata every answering route returns (one definition: ``ResponseMeta``)."""
+    return ResponseMeta.of(answer, getattr(request.state, "request_id", None))

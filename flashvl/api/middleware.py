@@ -149,7 +149,8 @@ class RequestContext:
                 route=state.get("route"),
                 stages=state.get("stages"),
                 error_code=state.get("error_code"),
-                principal=state.get("principal"),  # a key's name or a JWT's sub, never the credential
+                # a key's name or a JWT's sub, never the credential
+                principal=getattr(state.get("principal"), "name", None),
             )
             structlog.contextvars.unbind_contextvars("request_id")
 

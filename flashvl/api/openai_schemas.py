@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from flashvl.api.schemas import MAX_PROMPT_CHARS, AnswerMeta
+from flashvl.api.schemas import MAX_PROMPT_CHARS, ResponseMeta, Usage
 
 
 class ImageURL(BaseModel):
@@ -74,13 +74,7 @@ class ChoiceMessage(BaseModel):
 class Choice(BaseModel):
     index: int = 0
     message: ChoiceMessage
-    finish_reason: str = "stop"
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    finish_reason: str = Field("stop", description="'stop', or 'length' when the answer was cut at max_tokens.")
 
 
 class ChatCompletion(BaseModel):
@@ -90,7 +84,61 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    flashvl: AnswerMeta
+    flashvl: ResponseMeta
+
+
+# ------------------------------------------------------------------ streaming (SSE ``data:`` payloads)
+
+
+class ChunkDelta(BaseModel):
+    """One piece of the answer; only the keys that are set are sent (as OpenAI does)."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta = Field(default_factory=ChunkDelta)
+    finish_reason: str | None = None  # null until the last choice chunk
+
+
+class ChatCompletionChunk(BaseModel):
+    """A stream chunk: pieces of the answer; then one with ``finish_reason`` and ``flashvl``; then,
+    with ``stream_options.include_usage``, one with no choices and the ``usage``."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice] = Field(default_factory=list)
+    usage: Usage | None = None
+    flashvl: ResponseMeta | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for key in ("usage", "flashvl"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    type: str = "server_error"
+
+
+class StreamError(BaseModel):
+    """Sent in-band when a stream fails after its headers went out."""
+
+    error: ErrorBody
 
 
 class ModelCard(BaseModel):

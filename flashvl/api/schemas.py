@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from flashvl.pipeline.types import Answer
 
 MAX_PROMPT_CHARS = 8000
 
@@ -17,8 +20,21 @@ class StageInfo(BaseModel):
     steps: dict[str, float] = Field(default_factory=dict, description="Seconds per step inside the stage.")
 
 
-class AnswerMeta(BaseModel):
-    """How an answer was made: every response carries this."""
+class Usage(BaseModel):
+    """Tokens of the stage call that wrote the answer: the language stage's in the cascade and text-only
+    routes, the vision stage's when it answered itself (0 for the offline pipeline, which generates none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResponseMeta(BaseModel):
+    """How an answer was made: every response carries this (/infer and /caption at the top level,
+    /api/predict and /v1/chat/completions under ``flashvl``). ``Answer.meta()`` fills it, field for
+    field: an unknown key is an error, not a silently dropped field."""
+
+    model_config = ConfigDict(extra="forbid")
 
     route: str = Field(description="rule | direct | cascade | vision-only | text-only")
     vision_stage: str | None
@@ -44,9 +60,17 @@ class AnswerMeta(BaseModel):
     review_id: str | None = Field(None, description="The item under GET /review/{id} when needs_review.")
     cache: dict[str, Any] = Field(default_factory=dict, description="{'vision': hit|miss|off, 'backend'}.")
     disclaimer: str | None = Field(None, description="Appended to medical, financial and legal answers.")
+    finish_reason: str = Field(
+        "stop", description="Why the answering stage stopped: 'stop', or 'length' when cut at max_tokens."
+    )
+    usage: Usage = Field(default_factory=Usage)
     intermediate: dict[str, Any] | None = Field(
         None, description="Each stage's own output (vision description, language prompt/text, arbitration)."
     )
+
+    @classmethod
+    def of(cls, answer: Answer, request_id: str | None = None) -> ResponseMeta:
+        return cls.model_validate(answer.meta() | {"request_id": request_id})
 
 
 class ImageInfo(BaseModel):
@@ -89,7 +113,7 @@ class BoxOut(BaseModel):
     )
 
 
-class InferResponse(AnswerMeta):
+class InferResponse(ResponseMeta):
     text: str
     thinking: str | None = None
     boxes: list[BoxOut] = Field(default_factory=list)
@@ -97,7 +121,7 @@ class InferResponse(AnswerMeta):
     observations: dict[str, Any] | None = None
 
 
-class CaptionResponse(AnswerMeta):
+class CaptionResponse(ResponseMeta):
     caption: str
     image: ImageInfo
     boxes: list[BoxOut] = Field(default_factory=list)
@@ -129,7 +153,7 @@ class PredictResponse(BaseModel):
     data: list[str]
     is_generating: bool = False
     duration: float
-    flashvl: AnswerMeta
+    flashvl: ResponseMeta
 
 
 class Limits(BaseModel):

@@ -243,7 +243,7 @@ async def run_eval(
     The score is reported, not judged: a low score still exits 0. Returns 2 when the
     evaluation data cannot be made (scikit-image or a CJK font missing).
     """
-    from flashvl.cli import load_pipeline
+    from flashvl.runtime import ANSWER_ROLES, Runtime
 
     items = select_items(load_items(items_path), ids=ids, limit=limit)
     try:
@@ -251,13 +251,14 @@ async def run_eval(
     except (RuntimeError, FileNotFoundError) as exc:
         print(f"flashvl eval: {exc}", file=sys.stderr)
         return 2
-    pipeline = await load_pipeline(settings)
-    try:
-        results = await evaluate(pipeline, items, settings)
-    finally:
-        for stage in (pipeline.vision, pipeline.language):
-            if stage is not None:
-                await stage.close()
+    print("flashvl eval: loading the models ...", file=sys.stderr)
+    async with Runtime(settings, roles=ANSWER_ROLES) as runtime:
+        failed = {role: status for role, status in runtime.stage_status.items() if status != "ready"}
+        if failed:
+            print(f"flashvl eval: a stage failed to load: {failed}", file=sys.stderr)
+            return 1
+        print(f"flashvl eval: answering {len(items)} items ...", file=sys.stderr)
+        results = await evaluate(runtime.pipeline, items, settings)
     print(format_report(results))
     if out is not None:
         write_results(results, out)

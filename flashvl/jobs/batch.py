@@ -6,6 +6,7 @@ again (after a crash, ``kill -9`` included) resumes the same job: finished items
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from flashvl.jobs.export import to_csv, to_jsonl, write_atomically
-from flashvl.jobs.store import store_from_settings
-from flashvl.jobs.tasks import TaskContext, make_handler, needs
+from flashvl.jobs.store import JobStore
+from flashvl.jobs.tasks import TaskContext, make_handler
 from flashvl.jobs.worker import WorkerConfig, run_job
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -49,64 +50,39 @@ def default_job_id(source: Path, task: str) -> str:
 
 
 async def run_batch(
-    settings: Any,
+    store: JobStore,
+    context: TaskContext,
     task: str,
-    source: Path,
+    items: list[tuple[str, dict[str, Any]]],
+    job_id: str,
     out: Path,
     *,
+    config: WorkerConfig,
     csv_out: Path | None = None,
-    job_id: str | None = None,
     show_progress: bool = True,
-) -> int:
+    source: Path | None = None,
+) -> dict[str, Any]:
+    """Add ``items`` to job ``job_id`` (nothing twice), work through it with a progress bar, write the
+    results; the final progress. The caller (``flashvl batch``) builds the runtime and the store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from flashvl.media import MediaIntake
-    from flashvl.stages.registry import StageBuilder
-
-    items = collect_items(source)
-    job_id = job_id or default_job_id(source, task)
-    store = store_from_settings(settings)
-    created = store.create_job(job_id, task, items, {"source": str(source)})
+    created = await asyncio.to_thread(store.create_job, job_id, task, items, {"source": str(source)})
     print(f"job {job_id}: {created['total']} items ({created['added']} new)", file=sys.stderr)
-    intake = MediaIntake(settings)
-    ctx = TaskContext(settings, intake, allow_paths=True)
-    wanted = needs(task)
-    stages = StageBuilder(settings)  # one builder: a model named for both roles loads once
-    try:
-        if "vision" in wanted:
-            ctx.vision = stages.vision()
-            await ctx.vision.load()
-        if "language" in wanted and settings.language != "none" and settings.moderation_language != "never":
-            ctx.language = await stages.language()
-            if ctx.language is not None:
-                await ctx.language.load()
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-        with Progress(*columns, disable=not show_progress, transient=False) as bar:
-            bar_task = bar.add_task(f"{task} {job_id}", total=created["total"])
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    with Progress(*columns, disable=not show_progress, transient=False) as bar:
+        bar_task = bar.add_task(f"{task} {job_id}", total=created["total"])
 
-            def report(progress: dict[str, Any]) -> None:
-                bar.update(
-                    bar_task,
-                    completed=progress["done"] + progress["parked"],
-                    description=f"{task}: {progress['done']} done, {progress['parked']} parked",
-                )
-
-            final = await run_job(
-                store,
-                job_id,
-                make_handler(task, ctx),
-                WorkerConfig.from_settings(settings),
-                on_progress=report,
+        def report(progress: dict[str, Any]) -> None:
+            bar.update(
+                bar_task,
+                completed=progress["done"] + progress["parked"],
+                description=f"{task}: {progress['done']} done, {progress['parked']} parked",
             )
-        rows = store.results(job_id)
-        write_atomically(out, to_jsonl(rows))
-        if csv_out:
-            write_atomically(csv_out, to_csv(rows))
-        print(f"job {job_id}: {final['done']} done, {final['parked']} parked -> {out}", file=sys.stderr)
-        return 0
-    finally:
-        for stage in (ctx.vision, ctx.language):
-            if stage is not None:
-                await stage.close()
-        await intake.aclose()
-        store.close()
+
+        final = await run_job(store, job_id, make_handler(task, context), config, on_progress=report)
+    rows = await asyncio.to_thread(store.results, job_id)
+    write_atomically(out, to_jsonl(rows))
+    if csv_out:
+        write_atomically(csv_out, to_csv(rows))
+    print(f"job {job_id}: {final['done']} done, {final['parked']} parked -> {out}", file=sys.stderr)
+    return final

@@ -1,9 +1,13 @@
 """The job store on Redis: each state change is one Lua script (atomic on the server).
 
-Keys per job (prefix ``flashvl:job:<id>:``): ``meta`` (hash), ``payload`` (key -> JSON), ``seq``
-(key -> order), ``ready`` (zset, score = due time), ``taken`` (zset, score = lease end), ``token``,
-``failures``, ``errors``, ``done`` (key -> result JSON), ``parked`` (key -> error). Durability is
-Redis's own (AOF ``appendfsync everysec`` or stricter is recommended for a queue).
+Keys per job (prefix ``flashvl:job:<id>:``): ``meta`` (hash: task, options, created, owner),
+``payload`` (key -> JSON), ``seq`` (key -> order), ``ready`` (zset, score = due time), ``taken``
+(zset, score = lease end), ``token``, ``failures``, ``errors``, ``done`` (key -> result JSON),
+``parked`` (key -> error). Durability is Redis's own (AOF ``appendfsync everysec`` or stricter is
+recommended for a queue).
+
+Across jobs: ``flashvl:jobs`` (set of every job id) and ``flashvl:jobs:owner:<principal>`` (zset of
+that principal's job ids, score = creation time) for listing.
 """
 
 from __future__ import annotations
@@ -14,9 +18,22 @@ from typing import Any
 
 import redis
 
-from flashvl.jobs.store import MAX_BACKOFF_S, Claimed, holder_is_dead, new_token
+from flashvl.jobs.store import MAX_BACKOFF_S, Claimed, check_claim, holder_is_dead, new_token
 
 JOBS = "flashvl:jobs"
+OWNER_JOBS = "flashvl:jobs:owner:"
+
+# Create the job's meta if new, else return what it holds: one step, so two callers racing for one
+# job id never both own it. -> {created (1|0), task, owner ('' for none), created time}
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'task', ARGV[1], 'options', ARGV[2], 'created', ARGV[3])
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[4]) end
+  return {1, ARGV[1], ARGV[4], ARGV[3]}
+end
+local held = redis.call('HMGET', KEYS[1], 'task', 'owner', 'created')
+return {0, held[1] or '', held[2] or '', held[3] or '0'}
+"""
 
 _ADD = """
 local added = 0
@@ -94,6 +111,7 @@ return count
 class RedisJobStore:
     def __init__(self, url: str) -> None:
         self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._create = self._redis.register_script(_CREATE)
         self._add = self._redis.register_script(_ADD)
         self._claim = self._redis.register_script(_CLAIM)
         self._complete = self._redis.register_script(_COMPLETE)
@@ -110,12 +128,16 @@ class RedisJobStore:
         task: str,
         items: list[tuple[str, dict[str, Any]]],
         options: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> dict[str, int]:
         k = self._k
-        self._redis.hsetnx(k(job_id, "meta"), "task", task)
-        self._redis.hsetnx(k(job_id, "meta"), "options", json.dumps(options or {}))
-        self._redis.hsetnx(k(job_id, "meta"), "created", str(time.time()))
+        _, held_task, held_owner, created = self._create(
+            keys=[k(job_id, "meta")], args=[task, json.dumps(options or {}), str(time.time()), owner or ""]
+        )
+        check_claim(job_id, task, owner, held_task, held_owner or None)
         self._redis.sadd(JOBS, job_id)
+        if held_owner:
+            self._redis.zadd(OWNER_JOBS + held_owner, {job_id: float(created)})
         added = 0
         for start in range(0, len(items), 500):
             args: list[str] = []
@@ -125,15 +147,18 @@ class RedisJobStore:
         return {"added": added, "total": int(self._redis.hlen(k(job_id, "payload")))}
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        meta = self._redis.hgetall(self._k(job_id, "meta"))
-        if not meta:
-            return None
-        return {
-            "job_id": job_id,
-            "task": meta["task"],
-            "options": json.loads(meta.get("options", "{}")),
-            "created": float(meta.get("created", 0)),
-        }
+        return _job(job_id, self._redis.hgetall(self._k(job_id, "meta")))
+
+    def list_jobs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if owner is not None:
+            ids = list(self._redis.zrevrange(OWNER_JOBS + owner, 0, limit - 1))
+        else:
+            ids = list(self._redis.smembers(JOBS))
+        pipe = self._redis.pipeline()
+        for job_id in ids:
+            pipe.hgetall(self._k(job_id, "meta"))
+        jobs = [job for job in map(_job, ids, pipe.execute()) if job is not None]
+        return sorted(jobs, key=lambda job: (-job["created"], job["job_id"]))[:limit]
 
     def open_jobs(self) -> list[str]:
         return sorted(j for j in self._redis.smembers(JOBS) if not self.progress(j)["finished"])
@@ -235,3 +260,15 @@ class RedisJobStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _job(job_id: str, meta: dict[str, str]) -> dict[str, Any] | None:
+    if not meta or "task" not in meta:
+        return None
+    return {
+        "job_id": job_id,
+        "task": meta["task"],
+        "options": json.loads(meta.get("options", "{}")),
+        "created": float(meta.get("created", 0)),
+        "owner": meta.get("owner") or None,
+    }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
 
 from flashvl.jobs.store import JobStore
 from flashvl.jobs.tasks import TaskContext, make_handler
@@ -17,10 +17,19 @@ log = get_logger("flashvl.jobs")
 class JobService:
     """One background task working through open jobs, oldest first, once the stages are ready."""
 
-    def __init__(self, store: JobStore, state: Any, config: WorkerConfig, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        context: TaskContext,
+        config: WorkerConfig,
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        poll_s: float = 0.5,
+    ) -> None:
         self.store = store
-        self.state = state  # flashvl.api.deps.AppState
+        self.context = context  # the guarded stage calls items run through
         self.config = config
+        self.ready = ready
         self.poll_s = poll_s
         self.wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -38,18 +47,9 @@ class JobService:
                 await self._task
         await asyncio.to_thread(self.store.close)
 
-    def context(self) -> TaskContext:
-        pipeline = self.state.pipeline
-        return TaskContext(
-            self.state.settings,
-            self.state.intake,
-            vision=pipeline.vision,
-            language=pipeline.language if self.state.settings.moderation_language != "never" else None,
-        )
-
     async def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self.state.ready:
+            if not self.ready():
                 await asyncio.sleep(self.poll_s)
                 continue
             try:
@@ -61,7 +61,7 @@ class JobService:
                     await run_job(
                         self.store,
                         job_id,
-                        make_handler(job["task"], self.context()),
+                        make_handler(job["task"], self.context),
                         self.config,
                         stop=self._stop,
                     )

@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flashvl.jobs.store import Claimed, holder_is_dead, new_token, retry_delay
+from flashvl.jobs.store import Claimed, check_claim, holder_is_dead, new_token, retry_delay
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY, task TEXT NOT NULL, options TEXT NOT NULL, created REAL NOT NULL);
+    job_id TEXT PRIMARY KEY, task TEXT NOT NULL, options TEXT NOT NULL, created REAL NOT NULL,
+    owner TEXT);                                      -- the submitting principal; NULL: a local command
 CREATE TABLE IF NOT EXISTS items (
     job_id TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'queued',            -- queued | taken | done | parked
@@ -37,6 +38,7 @@ class SqliteJobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a finished item survives power loss, not just kill -9
         self._db.executescript(SCHEMA)
+        self._tx(_migrate)
 
     def _tx(self, fn: Any) -> Any:
         with self._lock:
@@ -55,12 +57,17 @@ class SqliteJobStore:
         task: str,
         items: list[tuple[str, dict[str, Any]]],
         options: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> dict[str, int]:
         def run(db: sqlite3.Connection) -> dict[str, int]:
-            db.execute(
-                "INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?)",
-                (job_id, task, json.dumps(options or {}), time.time()),
-            )
+            held = db.execute("SELECT task, owner FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if held is not None:
+                check_claim(job_id, task, owner, held[0], held[1])
+            else:
+                db.execute(
+                    "INSERT INTO jobs (job_id, task, options, created, owner) VALUES (?, ?, ?, ?, ?)",
+                    (job_id, task, json.dumps(options or {}), time.time(), owner),
+                )
             start = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM items WHERE job_id = ?", (job_id,)).fetchone()[0]
             before = db.total_changes
             db.executemany(
@@ -75,10 +82,19 @@ class SqliteJobStore:
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._db.execute("SELECT task, options, created FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        return {"job_id": job_id, "task": row[0], "options": json.loads(row[1]), "created": row[2]}
+            row = self._db.execute(
+                "SELECT job_id, task, options, created, owner FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        return _job(row) if row else None
+
+    def list_jobs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = "SELECT job_id, task, options, created, owner FROM jobs"
+        args: tuple[Any, ...] = ()
+        if owner is not None:
+            query, args = query + " WHERE owner = ?", (owner,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created DESC, job_id LIMIT ?", (*args, limit)).fetchall()
+        return [_job(row) for row in rows]
 
     def open_jobs(self) -> list[str]:
         with self._lock:
@@ -193,3 +209,17 @@ class SqliteJobStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a file written by an older flashvl up to date (inside one transaction: two processes opening
+    the same old file do not both add the column)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    if "owner" not in columns:  # before jobs had owners: such jobs have none (only admin sees them)
+        db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created)")
+
+
+def _job(row: tuple[Any, ...]) -> dict[str, Any]:
+    job_id, task, options, created, owner = row
+    return {"job_id": job_id, "task": task, "options": json.loads(options), "created": created, "owner": owner}

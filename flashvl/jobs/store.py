@@ -8,7 +8,9 @@ Guarantees (both backends):
 - a lease that outlives its worker returns the item to the queue (after ``lease_s``, or at once
   when a worker on the same host sees the holder's process is gone);
 - a failing item is retried after ``backoff_s * 2**(failures-1)`` (capped), then parked with its
-  error after ``max_attempts`` failures, while the other items go on.
+  error after ``max_attempts`` failures, while the other items go on;
+- a job remembers the principal that created it (``owner``, None for local commands): adding to
+  a job id that another owner (or another task) holds is refused atomically (``JobConflict``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class Claimed:
     key: str
     payload: dict[str, Any]
     token: str
+
+
+class JobConflict(ValueError):
+    """The job id is taken: by another task, or by another owner."""
 
 
 def new_token() -> str:
@@ -62,6 +68,17 @@ def _is_zombie(pid: int) -> bool:
         return False
 
 
+def check_claim(job_id: str, task: str, owner: str | None, held_task: str, held_owner: str | None) -> None:
+    """Raise JobConflict unless ``owner`` may add ``task`` items to a job held as ``held_task`` by ``held_owner``.
+
+    Another owner's job says only that the id is taken (not its task: ids do not leak what they hold).
+    """
+    if owner is not None and held_owner != owner:
+        raise JobConflict(f"job id {job_id!r} is taken; choose another, or leave job_id out")
+    if held_task != task:
+        raise JobConflict(f"job {job_id} exists with task {held_task!r}")
+
+
 def retry_delay(backoff_s: float, failures: int) -> float:
     return min(MAX_BACKOFF_S, backoff_s * 2 ** max(0, failures - 1))
 
@@ -75,11 +92,22 @@ class JobStore(Protocol):
         task: str,
         items: list[tuple[str, dict[str, Any]]],
         options: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> dict[str, int]:
-        """Create the job if new and add the items whose keys it does not hold yet: ``{"added", "total"}``."""
+        """Create the job if new and add the items whose keys it does not hold yet: ``{"added", "total"}``.
+
+        Raises ``JobConflict`` (adding nothing) when the job exists with another task, or, when
+        ``owner`` is given, with another owner.
+        """
         ...
 
-    def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """``{"job_id", "task", "options", "created", "owner"}`` or None."""
+        ...
+
+    def list_jobs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Jobs as ``get_job`` returns them, newest first; only ``owner``'s when given."""
+        ...
 
     def open_jobs(self) -> list[str]:
         """Jobs with items still queued or taken."""

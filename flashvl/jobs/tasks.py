@@ -7,17 +7,16 @@ file:// under ``--file-root``) and, from the CLI only, a local path.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from flashvl.jobs.worker import Handler, Outcome
 from flashvl.media import MediaIntake
 from flashvl.media.types import LoadedImage
-from flashvl.stages.base import LanguageStage, VisionRequest, VisionStage
-from flashvl.tasks.document import lines_from_observations, read_document
+from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
+from flashvl.stages.base import VisionRequest
+from flashvl.tasks.document import read_image
 from flashvl.tasks.moderate import Signal, Thresholds, combine, moderate_image
 
 TASKS = ("moderate", "safety", "ocr")
@@ -27,11 +26,10 @@ TASKS = ("moderate", "safety", "ocr")
 class TaskContext:
     settings: Any
     intake: MediaIntake
-    vision: VisionStage | None = None
-    language: LanguageStage | None = None
-    safety: Any = None  # flashvl.stages.offline.safety.SafetyScorer, loaded on first use
+    vision: GuardedVision | None = None
+    language: GuardedLanguage | None = None
+    safety: GuardedVision | None = None  # Open-NSFW alone (the ``safety`` task)
     allow_paths: bool = False
-    _safety_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -61,13 +59,10 @@ async def _moderate(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]
 
 
 async def _safety(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    assert ctx.safety is not None, "the safety task needs the safety stage"
     image = await load_image(ctx, payload)
-    async with ctx._safety_lock:
-        if ctx.safety is None:
-            from flashvl.stages.offline.safety import SafetyScorer
-
-            ctx.safety = await asyncio.to_thread(SafetyScorer, ctx.settings.vision_threads)
-    score = await asyncio.to_thread(ctx.safety.score, np.asarray(image.image.convert("RGB")))
+    seen = (await ctx.safety.see(VisionRequest([image], task="moderate"))).result
+    score = float(seen.observations["safety"]["nsfw_score"])
     verdict = combine([Signal("adult", "safety_model", score, f"Open-NSFW score {score:.2f}")], ctx.thresholds)
     return verdict.to_dict() | {"nsfw_score": round(score, 4), "image": {"sha256": image.sha256}}
 
@@ -75,8 +70,8 @@ async def _safety(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
 async def _ocr(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     assert ctx.vision is not None, "the ocr task needs the vision stage"
     image = await load_image(ctx, payload)
-    seen = await ctx.vision.see(VisionRequest([image], task="ocr"))
-    return read_document(lines_from_observations(seen.observations)) | {"image": {"sha256": image.sha256}}
+    document, _ = await read_image(ctx.vision, image)
+    return document
 
 
 def make_handler(task: str, ctx: TaskContext) -> Handler:
@@ -94,4 +89,4 @@ def make_handler(task: str, ctx: TaskContext) -> Handler:
 
 def needs(task: str) -> set[str]:
     """Which stages a task needs loaded."""
-    return {"moderate": {"vision", "language"}, "ocr": {"vision"}, "safety": set()}[task]
+    return {"moderate": {"vision", "language"}, "ocr": {"vision"}, "safety": {"safety"}}[task]

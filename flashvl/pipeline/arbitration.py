@@ -137,7 +137,7 @@ class Arbiter:
 
     def similarity(self, description: str, answer: str) -> float:
         if self._embed is None:
-            from flashvl.pipeline.router.classifier import Embedder
+            from flashvl.pipeline.embedding import Embedder
 
             self._embed = Embedder()
         vectors = self._embed([description, answer])
@@ -240,12 +240,17 @@ class ReviewItem:
     route: str
     status: str = "open"  # open | resolved
     resolution: dict[str, Any] | None = None
+    owner: str | None = None  # the principal whose request was flagged (None: no authenticated caller)
+    resolved_by: str | None = None  # the principal (a reviewer) who resolved it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def mark_resolved(self, verdict: str, corrected_answer: str | None, note: str | None) -> None:
+    def mark_resolved(
+        self, verdict: str, corrected_answer: str | None, note: str | None, resolved_by: str | None = None
+    ) -> None:
         self.status = "resolved"
+        self.resolved_by = resolved_by
         self.resolution = {"verdict": verdict, "corrected_answer": corrected_answer, "note": note, "at": time.time()}
 
 
@@ -273,13 +278,18 @@ class ReviewStore:
         return self._items.get(item_id)
 
     def resolve(
-        self, item_id: str, verdict: str, corrected_answer: str | None = None, note: str | None = None
+        self,
+        item_id: str,
+        verdict: str,
+        corrected_answer: str | None = None,
+        note: str | None = None,
+        resolved_by: str | None = None,
     ) -> ReviewItem | None:
         with self._lock:
             item = self._items.get(item_id)
             if item is None:
                 return None
-            item.mark_resolved(verdict, corrected_answer, note)
+            item.mark_resolved(verdict, corrected_answer, note, resolved_by)
             return item
 
 
@@ -303,7 +313,7 @@ def calibrate(pairs: list[dict[str, Any]], embed: Any) -> tuple[float, float, li
 
 
 def main() -> None:
-    from flashvl.pipeline.router.classifier import Embedder
+    from flashvl.pipeline.embedding import Embedder
 
     pairs = [json.loads(line) for line in PAIRS.read_text().splitlines() if line.strip()]
     threshold, accuracy, _ = calibrate(pairs, Embedder(threads=2))

@@ -28,12 +28,12 @@ async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final:
             open_conflicts.append(conflict)
             continue
         try:
-            reseen, record, _ = await pipeline.see(Query(query.images, question, max_pixels=query.max_pixels))
+            looked = await pipeline.see(query, question, role="vision-reask")
         except VisionDown:
             open_conflicts.append(conflict)
             continue
-        record.name = "vision-reask"
-        final.stages.append(record)
+        reseen = looked.result
+        final.stages.append(looked.record)
         reply = reseen.answer or reseen.description
         supports = arb.reask_supports_answer(conflict, reply, final.text)
         report["reask"].append({"question": question, "answer": reply, "supports_language_stage": supports})
@@ -52,13 +52,15 @@ async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final:
     if open_conflicts:
         final.needs_review = True
         final.review_reasons = [f"{c.kind}: {c.detail}" for c in open_conflicts]
-        item = pipeline.reviews.add(
+        item = await asyncio.to_thread(  # the SQLite review store writes to disk: off the event loop
+            pipeline.reviews.add,
             question=query.question,
             answer=final.text,
             description=seen.description,
             reasons=final.review_reasons,
             image_sha256=[i.sha256 for i in query.images],
             route=final.route,
+            owner=query.principal,
         )
         final.review_id = item.id
     if final.intermediate is not None:
@@ -74,11 +76,10 @@ async def vote(pipeline: Pipeline, description: str, answer: str, final: Answer)
         'Reply as JSON: {"agrees": true} or {"agrees": false}.'
     )
     start = time.perf_counter()
-    try:
-        async with asyncio.timeout(pipeline.language_timeout_s):
-            generation = await pipeline.voter.generate(
-                ChatRequest([ChatMessage("user", prompt)], max_tokens=16, temperature=0.0, json_schema=VOTE_SCHEMA)
-            )
+    try:  # guarded: admission, the voter's own breaker and deadline
+        generation = await pipeline.voter.generate(
+            ChatRequest([ChatMessage("user", prompt)], max_tokens=16, temperature=0.0, json_schema=VOTE_SCHEMA)
+        )
     except Exception:
         return False
     final.stages.append(StageRecord("voter", pipeline.voter.name, time.perf_counter() - start))

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from flashvl.tasks.language import Lang
+from flashvl.text.language import Lang
 
 BreakerState = Literal["closed", "open", "half-open"]
 NOTICE_LANGUAGE_DOWN = {"zh": "当前仅提供图像描述", "en": "image description only"}

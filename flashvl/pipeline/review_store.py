@@ -58,7 +58,12 @@ class SqliteReviewStore:
         return _load(row[0]) if row else None
 
     def resolve(
-        self, item_id: str, verdict: str, corrected_answer: str | None = None, note: str | None = None
+        self,
+        item_id: str,
+        verdict: str,
+        corrected_answer: str | None = None,
+        note: str | None = None,
+        resolved_by: str | None = None,
     ) -> ReviewItem | None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -67,7 +72,7 @@ class SqliteReviewStore:
                 self._db.execute("ROLLBACK")
                 return None
             item = _load(row[0])
-            item.mark_resolved(verdict, corrected_answer, note)
+            item.mark_resolved(verdict, corrected_answer, note, resolved_by)
             self._db.execute(
                 "UPDATE reviews SET status = ?, item = ? WHERE id = ?", (item.status, _dump(item), item_id)
             )
@@ -92,4 +97,4 @@ def _dump(item: ReviewItem) -> str:
 
 
 def _load(text: str) -> ReviewItem:
-    return ReviewItem(**json.loads(text))
+    return ReviewItem(**json.loads(text))  # items written before owner/resolved_by existed take the defaults

@@ -22,39 +22,23 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
-from flashvl.pipeline import guarded, vision_calls
+from flashvl.pipeline import vision_calls
 from flashvl.pipeline.arbitration_policy import arbitrate
-from flashvl.pipeline.cache.base import VisionCache
 from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, disclaimer_for
-from flashvl.pipeline.resilience import (
-    CircuitBreaker,
-    VisionDown,
-)
-from flashvl.pipeline.review_store import SqliteReviewStore, build_review_store
+from flashvl.pipeline.guarded import Failure, GuardedLanguage, GuardedVision, Seen
+from flashvl.pipeline.prompts import cascade_messages
+from flashvl.pipeline.resilience import CircuitBreaker, VisionDown
+from flashvl.pipeline.review_store import SqliteReviewStore
 from flashvl.pipeline.router.base import Decision, Router
 from flashvl.pipeline.router.override import resolve_route
 from flashvl.pipeline.router.rules import KeywordRouter
 from flashvl.pipeline.types import NOTICE_VISION_ONLY, Answer, Query, RequestedRoute, Route, StageRecord
-from flashvl.stages.base import (
-    ChatMessage,
-    ChatRequest,
-    Generation,
-    LanguageStage,
-    Relay,
-    StreamingVisionStage,
-    TextDelta,
-    VisionResult,
-    VisionStage,
-)
-from flashvl.tasks.language import detect_language
-from flashvl.tasks.prompts import cascade_messages
-
-if TYPE_CHECKING:
-    from flashvl.config import Settings
+from flashvl.stages.base import ChatMessage, ChatRequest, Generation, Relay, TextDelta, VisionResult
+from flashvl.text.language import detect_language
 
 __all__ = ["NOTICE_VISION_ONLY", "Answer", "Pipeline", "Query", "Route", "StageRecord"]
 
@@ -65,21 +49,16 @@ class Pipeline:
 
     def __init__(
         self,
-        vision: VisionStage,
-        language: LanguageStage | None,
+        vision: GuardedVision,
+        language: GuardedLanguage | None,
         *,
         router: Router | None = None,
         route_default: RequestedRoute = "auto",
         direct_without_vlm: bool = False,
-        cache: VisionCache | None = None,
         arbiter: arb.Arbiter | None = None,
         reask: bool = True,
-        voter: LanguageStage | None = None,
+        voter: GuardedLanguage | None = None,
         reviews: arb.ReviewStore | SqliteReviewStore | None = None,
-        vision_timeout_s: float = 30.0,
-        language_timeout_s: float = 100.0,
-        breaker_failures: int = 3,
-        breaker_reset_s: float = 5.0,
         disclaimers: dict[str, str] | None = DEFAULT_DISCLAIMER,
     ) -> None:
         self.vision = vision
@@ -87,45 +66,22 @@ class Pipeline:
         self.router: Router = router or KeywordRouter()
         self.route_default = route_default
         self.direct_without_vlm = direct_without_vlm
-        self.cache = cache
         self.arbiter = arbiter
         self.reask = reask
         self.voter = voter
         self.reviews = reviews or arb.ReviewStore()
-        self.vision_timeout_s = vision_timeout_s
-        self.language_timeout_s = language_timeout_s
-        self.breakers = {
-            role: CircuitBreaker(role, breaker_failures, breaker_reset_s) for role in ("vision", "language")
-        }
         self.disclaimers = disclaimers
 
-    @classmethod
-    def from_settings(cls, settings: Settings, vision: VisionStage, language: LanguageStage | None) -> Pipeline:
-        from flashvl.pipeline.cache.base import build_cache
-        from flashvl.pipeline.router.classifier import ClassifierRouter
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        out = {"vision": self.vision.breaker}
+        if self.language is not None:
+            out["language"] = self.language.breaker
+        return out
 
-        router: Router = (
-            ClassifierRouter()
-            if settings.router == "classifier"
-            else KeywordRouter(settings.router_keywords_zh or None, settings.router_keywords_en or None)
-        )
-        arbiter = arb.Arbiter(settings.arbitration_similarity_threshold) if settings.arbitration else None
-        return cls(
-            vision,
-            language,
-            router=router,
-            route_default=settings.route_default,  # type: ignore[arg-type]
-            direct_without_vlm=settings.router_direct_without_vlm,
-            cache=build_cache(settings),
-            arbiter=arbiter,
-            reask=settings.arbitration_reask,
-            reviews=build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items),
-            vision_timeout_s=settings.vision_timeout_s,
-            language_timeout_s=settings.language_timeout_s,
-            breaker_failures=settings.breaker_failures,
-            breaker_reset_s=settings.breaker_reset_s,
-            disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
-        )
+    @property
+    def cache(self) -> object | None:
+        return self.vision.cache
 
     async def answer(self, query: Query) -> Answer:
         """The whole answer at once (the stream, collected; stages are told nobody reads pieces)."""
@@ -147,7 +103,9 @@ class Pipeline:
         assert final is not None
         line, domains = ("", [])
         if self.disclaimers and query.task != "caption":
-            line, domains = disclaimer_for(query.question, detect_language(query.question), self.disclaimers)
+            line, domains = disclaimer_for(
+                query.question, detect_language(query.question), self.disclaimers, final.confidence_source
+            )
         if line:
             yield TextDelta("\n\n" + line)
             final.text = f"{final.text}\n\n{line}"
@@ -171,12 +129,7 @@ class Pipeline:
             return
         decision = self._decide(query) if query.question and query.task != "caption" else None
         wants_cascade = decision is not None and decision.route == "cascade" and self.language is not None
-        if (
-            self.vision.is_vlm
-            and query.question
-            and isinstance(self.vision, StreamingVisionStage)
-            and not wants_cascade
-        ):
+        if self.vision.is_vlm and query.question and self.vision.streams and not wants_cascade:
             try:
                 async for event in vision_calls.vlm_direct(self, query, decision):
                     yield event
@@ -184,19 +137,26 @@ class Pipeline:
                 yield vision_calls.vision_down(self, query, lang, exc)
             return
         try:
-            seen, vision_record, cache_info = await self.see(query)
+            looked = await self.see(query)
         except VisionDown as exc:
             yield vision_calls.vision_down(self, query, lang, exc)
             return
+        seen, vision_record = looked.result, looked.record
         base: dict[str, Any] = {
             "vision_stage": self.vision.name,
             "boxes": seen.boxes,
             "observations": seen.observations,
             "description": seen.description,
             "thinking": seen.thinking,
-            "cache": cache_info,
+            "cache": looked.cache,
             "route_decision": decision.to_dict() if decision else None,
             "intermediate": {"vision": vision_calls.vision_output(seen)},
+        }
+        # Up to the cascade, the answer is the vision stage's own text: its tokens and finish reason.
+        usage: dict[str, Any] = {
+            "prompt_tokens": seen.prompt_tokens,
+            "completion_tokens": seen.completion_tokens,
+            "finish_reason": seen.finish_reason,
         }
         source = seen.answer_source or ""
         if seen.answer is not None and source.startswith("rule"):
@@ -209,6 +169,7 @@ class Pipeline:
                 confidence_source=source,
                 stages=[vision_record],
                 **base,
+                **usage,
             )
             return
         if query.task == "caption" or not query.question:
@@ -221,6 +182,7 @@ class Pipeline:
                 confidence_source="vision:top-score",
                 stages=[vision_record],
                 **base,
+                **usage,
             )
             return
         assert decision is not None
@@ -236,6 +198,7 @@ class Pipeline:
                 confidence_source="vision:model" if self.vision.is_vlm else "vision:top-score",
                 stages=[vision_record],
                 **base,
+                **usage,
             )
             return
         if self.language is None:
@@ -247,6 +210,7 @@ class Pipeline:
                 stages=[vision_record],
                 notice=NOTICE_VISION_ONLY[lang],
                 **base,
+                **usage,
             )
             return
         async for event in self._cascade(query, seen, vision_record, base, lang):
@@ -254,9 +218,9 @@ class Pipeline:
 
     # ------------------------------------------------------------ vision
 
-    async def see(self, query: Query) -> tuple[VisionResult, StageRecord, dict[str, Any]]:
-        """The vision stage's result: from the cache when it holds one, else the stage (guarded)."""
-        return await vision_calls.see(self, query)
+    async def see(self, query: Query, question: str | None = None, role: str = "vision") -> Seen:
+        """The vision stage's result (guarded: cache, admission, breaker, deadline)."""
+        return await self.vision.see(vision_calls.vision_request(query, question), role=role)
 
     # ------------------------------------------------------------ language
 
@@ -291,7 +255,7 @@ class Pipeline:
                 raise StageUnavailable(
                     self.language.name,
                     "language stage unavailable; retry later",
-                    retry_after=self.breakers["language"].retry_after() or 5.0,
+                    retry_after=self.language.breaker.retry_after() or 5.0,
                 )
             yield event
 
@@ -317,15 +281,12 @@ class Pipeline:
         )
         start = time.perf_counter()
         final: Generation | None = None
-        failure = guarded.Failure("", 0)
-        calls = guarded.generate(
-            self.language, self.breakers["language"], self.language_timeout_s, request, live=query.live
-        )
-        async with aclosing(calls) as events:
+        failure = Failure("", 0)
+        async with aclosing(self.language.stream(request, live=query.live)) as events:
             async for event in events:
                 if isinstance(event, Generation):
                     final = event
-                elif isinstance(event, guarded.Failure):
+                elif isinstance(event, Failure):
                     failure = event
                 else:
                     yield event

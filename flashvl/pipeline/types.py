@@ -30,6 +30,8 @@ class Query:
     live: bool = True
     # Token-probability confidence from the language stage (costs ~2% of a short answer's time).
     confidence: bool = True
+    # Who asked (the authenticated principal's name, e.g. "key:app"); owner of a flagged answer's review item.
+    principal: str | None = None
 
 
 @dataclass
@@ -76,9 +78,17 @@ class Answer:
     disclaimer: str | None = None
     intermediate: dict[str, Any] | None = None  # only when the query asked for it
 
+    def usage(self) -> dict[str, int]:
+        """Tokens of the stage call that wrote the answer (the vision stage's or the language stage's)."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
     def meta(self) -> dict[str, Any]:
-        """What every response says about how it was made."""
-        out = {
+        """What every response says about how it was made (the API's ``ResponseMeta``, field for field)."""
+        return {
             "route": self.route,
             "vision_stage": self.vision_stage,
             "language_stage": self.language_stage,
@@ -93,7 +103,7 @@ class Answer:
             "review_id": self.review_id,
             "cache": self.cache,
             "disclaimer": self.disclaimer,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage(),
+            "intermediate": self.intermediate,
         }
-        if self.intermediate is not None:
-            out["intermediate"] = self.intermediate
-        return out

@@ -1,59 +1,27 @@
-"""The vision side of the pipeline: the cache, the guarded stage call, a VLM's direct answer,
-and what to say when the vision stage is down. Functions of a ``Pipeline`` (its stages, cache,
-breakers and timeouts); ``service.py`` decides when each is called."""
+"""The vision side of the pipeline: a VLM's direct answer and what to say when the vision stage
+is down. Functions of a ``Pipeline``; ``service.py`` decides when each is called, and the guarded
+vision calls (``guarded.py``) hold the cache, admission, breaker and deadline."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from flashvl.errors import StageUnavailable
-from flashvl.pipeline import guarded
-from flashvl.pipeline.cache.base import vision_cache_key
+from flashvl.pipeline.guarded import Seen
 from flashvl.pipeline.resilience import NOTICE_FALLBACK, VisionDown, is_moderation_request, keyword_fallback
 from flashvl.pipeline.router.base import Decision
-from flashvl.pipeline.types import Answer, Query, StageRecord
-from flashvl.stages.base import StreamingVisionStage, TextDelta, VisionRequest, VisionResult
+from flashvl.pipeline.types import Answer, Query
+from flashvl.stages.base import TextDelta, VisionRequest, VisionResult
 
 if TYPE_CHECKING:
     from flashvl.pipeline.service import Pipeline
 
 
-async def see(pipeline: Pipeline, query: Query) -> tuple[VisionResult, StageRecord, dict[str, Any]]:
-    """The vision stage's result: from the cache when it holds one, else the stage (guarded)."""
-    request = vision_request(query)
-    start = time.perf_counter()
-    key = vision_cache_key(pipeline.vision, request) if pipeline.cache is not None else None
-    if pipeline.cache is not None and key:
-        hit = await pipeline.cache.get(key)
-        if hit is not None:
-            record = StageRecord(
-                "vision",
-                pipeline.vision.name,
-                time.perf_counter() - start,
-                cached=True,
-                steps={"cache": time.perf_counter() - start},
-            )
-            return hit, record, {"vision": "hit", "backend": pipeline.cache.name}
-    seen = await guarded.see(pipeline.vision, pipeline.breakers["vision"], pipeline.vision_timeout_s, request)
-    record = StageRecord("vision", pipeline.vision.name, time.perf_counter() - start, steps=dict(seen.timings.steps))
-    if pipeline.cache is not None and key:
-        await pipeline.cache.set(key, seen)
-    return (
-        seen,
-        record,
-        {
-            "vision": "miss" if pipeline.cache is not None else "off",
-            "backend": pipeline.cache.name if pipeline.cache is not None else None,
-        },
-    )
-
-
 def vision_down(pipeline: Pipeline, query: Query, lang: str, exc: VisionDown) -> Answer:
     """Vision is down: a moderation-style request gets the labelled keyword fallback, others a 503."""
-    breaker = pipeline.breakers["vision"]
+    breaker = pipeline.vision.breaker
     if not is_moderation_request(query.task, query.question):
         raise StageUnavailable(
             pipeline.vision.name,
@@ -79,41 +47,16 @@ def vision_down(pipeline: Pipeline, query: Query, lang: str, exc: VisionDown) ->
 
 async def vlm_direct(pipeline: Pipeline, query: Query, decision: Decision | None) -> AsyncIterator[TextDelta | Answer]:
     """A real VLM answers the question itself, streaming (or from the cache)."""
-    assert isinstance(pipeline.vision, StreamingVisionStage)
-    request = vision_request(query)
-    start = time.perf_counter()
-    # A sampled answer (temperature > 0) is one draw among many: caching it would freeze it.
-    cacheable = pipeline.cache is not None and not request.temperature
-    key = vision_cache_key(pipeline.vision, request) if cacheable else None
-    seen = await pipeline.cache.get(key) if pipeline.cache is not None and key else None
-    cached = seen is not None
-    if seen is None:
-        calls = guarded.see_streaming(pipeline.vision, pipeline.breakers["vision"], request, live=query.live)
-        async with aclosing(calls) as events:
-            async for event in events:
-                if isinstance(event, VisionResult):
-                    seen = event
-                else:
-                    yield event
-        assert seen is not None
-        if pipeline.cache is not None and key:
-            await pipeline.cache.set(key, seen)
+    looked: Seen | None = None
+    async with aclosing(pipeline.vision.stream(vision_request(query), live=query.live)) as events:
+        async for event in events:
+            if isinstance(event, Seen):
+                looked = event
+            else:
+                yield event
+    assert looked is not None
+    seen, record, cache_info = looked.result, looked.record, looked.cache
     text = seen.answer if seen.answer is not None else seen.description
-    if cached:
-        if seen.thinking:
-            yield TextDelta(seen.thinking, kind="thinking")
-        yield TextDelta(text)
-    record = StageRecord(
-        "vision",
-        pipeline.vision.name,
-        time.perf_counter() - start,
-        cached=cached,
-        steps=dict(seen.timings.steps) if not cached else {"cache": time.perf_counter() - start},
-    )
-    cache_info = {
-        "vision": ("hit" if cached else "miss") if key else "off",
-        "backend": pipeline.cache.name if pipeline.cache is not None else None,
-    }
     yield Answer(
         text,
         "direct",
@@ -129,8 +72,9 @@ async def vlm_direct(pipeline: Pipeline, query: Query, decision: Decision | None
         cache=cache_info,
         route_decision=decision.to_dict() if decision else None,
         intermediate={"vision": vision_output(seen)},
-        prompt_tokens=int(seen.observations.get("prompt_tokens", 0) or 0),
-        completion_tokens=int(seen.observations.get("completion_tokens", 0) or 0),
+        prompt_tokens=seen.prompt_tokens,
+        completion_tokens=seen.completion_tokens,
+        finish_reason=seen.finish_reason,
     )
 
 

@@ -6,7 +6,12 @@ brute-force); digests are compared with ``hmac.compare_digest``. JWTs are verifi
 HS256 (a secret file) or RS256 (a PEM public key or a JWKS file), and ``exp``, ``nbf``,
 ``iat``, ``aud`` and ``iss`` are checked; ``exp`` is required.
 
-Make a key: ``python -m flashvl.security.auth new-key NAME --scopes infer,batch``.
+Scopes: ``infer`` (the model routes), ``batch`` (``/jobs``), ``review`` (``/review``, the human
+reviewers) and ``admin`` (everything, every principal's jobs, ``/metrics``); ``admin`` implies the
+others. Which route needs which scope is declared on the route (flashvl/api/auth.py).
+
+Make a key: ``flashvl keys new NAME --scopes infer,batch`` (flashvl/security/keys.py; the older
+``python -m flashvl.security.auth new-key`` still works).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import jwt
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 
-SCOPES = frozenset({"infer", "batch", "admin"})
+SCOPES = frozenset({"infer", "batch", "review", "admin"})
 KEY_PREFIX = "fvl_"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -191,17 +196,36 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def make_key(name: str, scopes: str | list[str]) -> tuple[str, str]:
+    """A new key and its entry (``name:scope+scope:sha256``) for ``api_keys`` / ``api_keys_file``.
+
+    ``scopes``: a list, or text separated by commas, ``+`` or spaces. Raises ValueError on an
+    unknown scope or a name that cannot be an entry's name.
+    """
+    parts = re.split(r"[,+ ]", scopes) if isinstance(scopes, str) else scopes
+    chosen = sorted({s.strip() for s in parts if s.strip()})
+    unknown = set(chosen) - SCOPES
+    if unknown or not chosen:
+        raise ValueError(f"scopes must be among {sorted(SCOPES)}, not {sorted(unknown) or 'none'}")
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+        raise ValueError("a key's name is 1-64 letters, digits or _ . @ - (it is logged and owns jobs)")
+    key = new_key()
+    entry = f"{name}:{'+'.join(chosen)}:{hash_key(key)}"
+    parse_key_entry(entry)
+    return key, entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flashvl.security.auth")
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("new-key", help="Print a new API key and the entry to configure (its sha256).")
     make.add_argument("name")
-    make.add_argument("--scopes", default="infer", help="Comma-separated: infer, batch, admin.")
+    make.add_argument("--scopes", default="infer", help="Comma-separated: infer, batch, review, admin.")
     args = parser.parse_args(argv)
-    scopes = "+".join(s.strip() for s in args.scopes.split(",") if s.strip())
-    key = new_key()
-    entry = f"{args.name}:{scopes}:{hash_key(key)}"
-    parse_key_entry(entry)
+    try:
+        key, entry = make_key(args.name, args.scopes)
+    except ValueError as exc:
+        parser.error(str(exc))
     print(f"key (give to the client, shown once): {key}")
     print(f"entry (put in api_keys or api_keys_file): {entry}")
     return 0

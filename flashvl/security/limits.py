@@ -1,20 +1,15 @@
-"""Rate limits (the ``limits`` library), in-flight caps per caller, and the model gate.
+"""Rate limits (the ``limits`` library) and in-flight caps per caller. (The model queue is not an
+HTTP concern: it is ``flashvl/pipeline/admission.py``, taken by every guarded stage call.)
 
 - Rate: a moving window per API key / JWT subject and per client IP. Counters live in
   memory (one process) or Redis (``rate_limit_storage = redis://...``, shared by workers).
 - Concurrency: requests in flight per caller and per IP, counted in this process.
-- Model gate: at most ``model_max_concurrent`` model requests at once and at most
-  ``model_max_queue`` waiting, each for at most ``model_queue_timeout_s``. Queued
-  requests have not had their bodies read (uvicorn pauses the socket), so a queue
-  costs a few KB per waiter, never an image each: memory stays bounded.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -88,55 +83,3 @@ class InFlight:
                 self.counts[identity] = left
             else:
                 del self.counts[identity]  # the table never keeps idle callers: bounded
-
-
-class ModelGate:
-    """A bounded FIFO in front of the model stages."""
-
-    def __init__(self, max_concurrent: int, max_queue: int, queue_timeout_s: float) -> None:
-        self.max_concurrent = max_concurrent
-        self.max_queue = max_queue
-        self.queue_timeout_s = queue_timeout_s
-        self.active = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self.waiters)
-
-    def _busy(self, message: str) -> FlashvlError:
-        return FlashvlError("server_busy", message, 503, retry_after=max(1.0, self.queue_timeout_s / 4))
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self.active >= self.max_concurrent or self.waiters:
-            if len(self.waiters) >= self.max_queue:
-                raise self._busy(f"The model queue is full ({self.max_queue} waiting); retry shortly.")
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self.waiters.append(waiter)
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), self.queue_timeout_s)
-            except (TimeoutError, asyncio.CancelledError) as exc:
-                if waiter.done() and not waiter.cancelled():
-                    self._release()  # the slot was handed over just as we gave up: pass it on
-                else:
-                    waiter.cancel()
-                    self.waiters.remove(waiter)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise self._busy(f"Waited {self.queue_timeout_s:g} s for a model slot; retry shortly.") from None
-        else:
-            self.active += 1
-        try:
-            yield
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        """Hand the slot to the oldest waiter, or free it."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return  # ``active`` is unchanged: the slot moved to the waiter
-        self.active -= 1

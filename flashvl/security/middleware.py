@@ -1,9 +1,14 @@
-"""One pure-ASGI gate in front of the app: client address -> allowlist -> auth -> scope ->
-rate limits -> in-flight caps -> the model queue. Refusals are the API's JSON error shape.
+"""One pure-ASGI gate in front of the app: client address -> allowlist -> authentication ->
+rate limits -> in-flight caps. Refusals are the API's JSON error shape.
 
-Public without credentials: /healthz, /readyz, the page (/ and /static/*), /metrics
-when ``metrics_public`` (else it needs the admin scope), /docs and /openapi.json when
-``docs_public``. Everything else needs a credential once API keys or JWT are configured.
+The gate decides *who* is calling, before the body is read: a missing or bad credential on a
+non-public path is a 401 here. It puts the ``Principal`` in ``scope["state"]["principal"]``;
+*what* that principal may do is declared on each route (flashvl/api/auth.py: ``require_scope``),
+which answers 403 ``insufficient_scope``.
+
+Public without credentials: ``PUBLIC_PATHS`` and everything under ``PUBLIC_MOUNTS`` (the page),
+/metrics when ``metrics_public``, /docs, /redoc and /openapi.json when ``docs_public``. Everything
+else needs a credential once API keys or JWT are configured.
 """
 
 from __future__ import annotations
@@ -17,31 +22,26 @@ from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.observability import Metrics
 from flashvl.security.auth import ANONYMOUS, Authenticator, Principal
-from flashvl.security.limits import InFlight, ModelGate, RateLimits
+from flashvl.security.limits import InFlight, RateLimits
 from flashvl.security.network import ClientAddressPolicy
 
-ALWAYS_PUBLIC = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-MODEL_PATHS = frozenset({"/infer", "/caption", "/api/predict", "/v1/chat/completions"})
+# The only routes with no scope dependency; tests/security/test_route_scopes.py holds every
+# other route of the app to declaring one.
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
+PUBLIC_MOUNTS = frozenset({"/static"})  # and everything under them
+METRICS_PATH = "/metrics"  # public when ``metrics_public``, else the admin scope
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})  # public when ``docs_public``, else infer
 
 
-def required_scope(path: str, settings: Settings) -> str | None:
-    """The scope a path needs, or None if it is public."""
-    if path in ALWAYS_PUBLIC or path.startswith("/static/"):
-        return None
-    if path == "/metrics":
-        return None if settings.metrics_public else "admin"
+def is_public(path: str, settings: Settings) -> bool:
+    """True when a path is served without a credential (the gate authenticates every other path)."""
+    if path in PUBLIC_PATHS or any(path.startswith(mount + "/") for mount in PUBLIC_MOUNTS):
+        return True
+    if path == METRICS_PATH:
+        return settings.metrics_public
     if path in DOCS_PATHS:
-        return None if settings.docs_public else "infer"
-    if path.startswith("/admin"):
-        return "admin"
-    if "batch" in path:
-        return "batch"
-    return "infer"
-
-
-def is_model_path(path: str) -> bool:
-    return path in MODEL_PATHS or "batch" in path
+        return settings.docs_public
+    return False
 
 
 class SecurityGate:
@@ -54,7 +54,6 @@ class SecurityGate:
         self.rates = RateLimits(settings.rate_limit_per_key, settings.rate_limit_per_ip, settings.rate_limit_storage)
         self.key_flight = InFlight(settings.concurrency_per_key, "API key")
         self.ip_flight = InFlight(settings.concurrency_per_ip, "client address")
-        self.gate = ModelGate(settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,10 +70,9 @@ class SecurityGate:
             async with AsyncExitStack() as stack:
                 if not self.addresses.allowed(address):
                     raise FlashvlError("ip_not_allowed", "Your address is not allowed to use this server.", 403)
-                scope_needed = required_scope(path, self.settings)
-                if scope_needed is not None:
-                    principal = self._principal(scope_needed, headers)
-                    state["principal"] = principal.name
+                if not is_public(path, self.settings):
+                    principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+                    state["principal"] = principal  # the routes' scope checks and job ownership read it
                     await self._limit(stack, principal, str(address) if address else "unknown", path)
                 checked = True
                 await self.app(scope, receive, send)
@@ -83,12 +81,6 @@ class SecurityGate:
                 raise
             await self._refuse(scope, send, exc)
 
-    def _principal(self, scope_needed: str, headers: dict[str, str]) -> Principal:
-        principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
-        if not principal.has(scope_needed):
-            raise FlashvlError("insufficient_scope", f"This credential lacks the '{scope_needed}' scope.", 403)
-        return principal
-
     async def _limit(self, stack: AsyncExitStack, principal: Principal, ip: str, path: str) -> None:
         if principal is not ANONYMOUS:
             await self.rates.hit("key", principal.name)
@@ -96,8 +88,6 @@ class SecurityGate:
         if principal is not ANONYMOUS:
             await stack.enter_async_context(self.key_flight.hold(principal.name))
         await stack.enter_async_context(self.ip_flight.hold(ip))
-        if is_model_path(path):
-            await stack.enter_async_context(self.gate.slot())
 
     async def _refuse(self, scope: Scope, send: Send, exc: FlashvlError) -> None:
         self.metrics.errors.labels(exc.code).inc()

@@ -92,6 +92,8 @@ class VisionResult:
     that a language stage (or a human) can read. ``answer`` is set only when
     the stage answered the question itself (a VLM, or an exact rule of the
     offline pipeline); ``answer_source`` then says how ("model", "rule:colour").
+    A stage that generated text reports its tokens and why it stopped (``finish_reason``:
+    "stop", or "length" when cut at ``max_tokens``) as ``Generation`` does; others leave 0.
     """
 
     stage: str
@@ -103,6 +105,9 @@ class VisionResult:
     thinking: str | None = None
     boxes: list[Box] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
 
 
 @runtime_checkable
@@ -120,6 +125,17 @@ class VisionStage(Protocol):
 
     async def see(self, request: VisionRequest) -> VisionResult: ...
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this stage's output, as plain JSON values: the class, the model id,
+        the weights' revision or file hash, and the parameters that change what it answers
+        (thresholds, pixel caps, sampling defaults). Equal for two processes serving the same
+        model the same way, so a shared cache can hit across them; different whenever an
+        answer could differ. Never secrets (API keys) and never per-process values (load
+        time, thread counts, slots, pids, ports, batch sizes, timeouts). Hashes are computed
+        once (in ``load``), not per call.
+        """
+        ...
+
 
 @runtime_checkable
 class StreamingVisionStage(VisionStage, Protocol):
@@ -131,6 +147,27 @@ class StreamingVisionStage(VisionStage, Protocol):
     """
 
     def stream(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]: ...
+
+
+@runtime_checkable
+class ObservingVisionStage(VisionStage, Protocol):
+    """A vision stage whose work splits into question-independent observations (the expensive
+    part: every model run once per image) and a cheap reading of them for one request (rules,
+    a description in the question's language). The pipeline caches the observations per image,
+    so a second question about the same image runs no model. ``see`` is both steps at once.
+    """
+
+    def observation_params(self, request: VisionRequest) -> dict[str, Any]:
+        """What of the request changes the observations (e.g. the pixel cap), for the cache key."""
+        ...
+
+    async def observe(self, request: VisionRequest) -> dict[str, Any]:
+        """The observations of ``request.images[0]`` as JSON-able data."""
+        ...
+
+    async def interpret(self, request: VisionRequest, observed: dict[str, Any]) -> VisionResult:
+        """The result for ``request`` from observations ``observe`` made (maybe in another process)."""
+        ...
 
 
 # ---------------------------------------------------------------- language
@@ -194,6 +231,10 @@ class LanguageStage(Protocol):
     async def close(self) -> None: ...
 
     async def generate(self, request: ChatRequest) -> Generation: ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this stage's output; see ``VisionStage.fingerprint``."""
+        ...
 
     def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
         """Yield ``TextDelta`` pieces, then the final ``Generation`` last.

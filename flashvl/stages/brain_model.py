@@ -85,6 +85,21 @@ def _marker_matches(dest: Path, sha256: str, size: int) -> bool:
     )
 
 
+def verified_sha256(path: Path) -> str | None:
+    """The sha256 a valid marker vouches for (the file was verified and has not changed since:
+    same size and mtime), without reading the file; None when there is no such marker."""
+    try:
+        stat = Path(path).stat()
+        marker = json.loads(_marker_path(Path(path)).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not isinstance(marker.get("sha256"), str):
+        return None
+    if marker.get("size") != stat.st_size or marker.get("mtime_ns") != stat.st_mtime_ns:
+        return None
+    return marker["sha256"]
+
+
 def _write_marker(dest: Path, sha256: str) -> None:
     stat = dest.stat()
     marker = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

@@ -29,7 +29,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,8 +89,10 @@ class LlamaCppLanguageStage:
 
     def __init__(
         self,
-        model_path: Path,
+        model_path: Path | None,
         *,
+        model_dir: Path | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
         slots: int = 2,
         ctx: int = 8192,
         threads: int = 0,
@@ -101,12 +103,15 @@ class LlamaCppLanguageStage:
         prompt_cache_mib: int = 256,
         verbose: bool = False,
     ) -> None:
-        self.model_path = Path(model_path)
+        # None: the bundled model, assembled from its pinned packages into ``model_dir`` at load.
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.model_dir = model_dir
+        self._progress = progress
         self.slots = slots
         self.ctx = ctx
         self.threads = threads
         self.name = name
-        self.model_id = model_id or self.model_path.stem
+        self.model_id = model_id or (self.model_path.stem if self.model_path else "bundled")
         self.http_port = http_port
         self.http_api_key = http_api_key or secrets.token_urlsafe(24)
         self.prompt_cache_mib = prompt_cache_mib
@@ -116,6 +121,7 @@ class LlamaCppLanguageStage:
         self._in_flight: dict[Future[None], threading.Event] = {}
         self._in_flight_lock = threading.Lock()  # worker threads remove their own entries
         self.load_seconds: float | None = None
+        self._sha256: str | None = None  # the GGUF's content hash (fingerprint), set in load
 
     # ------------------------------------------------------------ lifecycle
 
@@ -151,8 +157,12 @@ class LlamaCppLanguageStage:
         """Load the model and start llama.cpp's server loop (seconds; runs off the event loop)."""
         if self._server is not None:
             return
+        if self.model_path is None:
+            self.model_path = await asyncio.to_thread(self._assemble_bundled_model)
         if not self.model_path.is_file():
             raise StageUnavailable(self.name, f"model file not found: {self.model_path}")
+
+        await asyncio.to_thread(self._weights_sha256)
 
         def start() -> Any:
             import xllamacpp
@@ -167,6 +177,15 @@ class LlamaCppLanguageStage:
         self.load_seconds = time.perf_counter() - started
         self._executor = ThreadPoolExecutor(max_workers=max(8, 4 * self.slots), thread_name_prefix=self.name)
         self._server = server
+
+    def _assemble_bundled_model(self) -> Path:
+        from flashvl.stages.brain_model import ensure_brain_model
+
+        def report(done: int, total: int) -> None:
+            if self._progress:
+                self._progress("assembling language model", done, total)
+
+        return Path(ensure_brain_model(self.model_dir or Path("~/.cache/flashvl/models"), report))
 
     async def close(self) -> None:
         """Cancel running generations, wait for their threads, then stop llama.cpp."""
@@ -187,6 +206,27 @@ class LlamaCppLanguageStage:
             del server
             # The destructor joins llama.cpp's loop thread: keep it off the event loop.
             await asyncio.to_thread(holder.clear)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The GGUF's sha256 (and model id): not slots, context size, threads, ports or keys."""
+        return {
+            "class": type(self).__qualname__,
+            "name": self.name,
+            "model_id": self.model_id,
+            "sha256": self._weights_sha256(),
+        }
+
+    def _weights_sha256(self) -> str:
+        """The bundled model's pinned hash (assembly verifies it; a later start trusts its marker
+        while the file keeps its size and mtime); any other file is hashed once per process."""
+        if self._sha256 is None:
+            from flashvl.stages.brain_model import BRAIN_MODEL_SHA256, verified_sha256
+            from flashvl.stages.fingerprint import file_sha256
+
+            if self.model_path is None:  # the bundled model, not assembled yet: it will be this one
+                return BRAIN_MODEL_SHA256
+            self._sha256 = verified_sha256(self.model_path) or file_sha256(self.model_path)
+        return self._sha256
 
     def _forget(self, future: Future[None]) -> None:
         with self._in_flight_lock:

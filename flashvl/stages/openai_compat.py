@@ -24,7 +24,9 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -53,6 +55,19 @@ TASK_PROMPTS = {
 }
 
 
+@dataclass
+class _Streamed:
+    """What an upstream stream amounted to, once it ended."""
+
+    raw: str
+    thinking: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    confidence: float | None
+    timings: Timings
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -70,6 +85,16 @@ def image_url_for(image: LoadedImage, mode: str, max_pixels: int | None) -> str:
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without user:password@ and without a query string (where some upstreams take keys)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class OpenAICompatStage:
@@ -103,6 +128,21 @@ class OpenAICompatStage:
 
     def __repr__(self) -> str:  # no key in reprs or logs
         return f"OpenAICompatStage({self.base_url!r}, {self.model_id!r}, role={self.role!r})"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The upstream (base URL and model) and how it is asked (image mode, thinking switch).
+        Never the API key; not the role, timeouts or retries."""
+        from flashvl import __version__
+
+        return {
+            "class": type(self).__qualname__,
+            "name": self.name,
+            "model_id": self.model_id,
+            "code": __version__,
+            "base_url": _without_credentials(self.base_url),
+            "image_mode": self.image_mode,
+            "enable_thinking_kwarg": self.enable_thinking_kwarg,
+        }
 
     # ------------------------------------------------------------ lifecycle
 
@@ -225,8 +265,8 @@ class OpenAICompatStage:
         finally:
             await response.aclose()
 
-    async def _run(self, body: dict[str, Any]) -> AsyncIterator[Any]:
-        """Yield ``TextDelta``s, then a summary dict (raw text, usage, confidence, finish reason)."""
+    async def _run(self, body: dict[str, Any]) -> AsyncIterator[TextDelta | _Streamed]:
+        """Yield ``TextDelta``s, then a ``_Streamed`` (raw text, the upstream's usage and finish reason)."""
         parser = StreamParser()
         thinking: list[str] = []
         logprobs: list[float] = []
@@ -236,7 +276,8 @@ class OpenAICompatStage:
         first_token_s: float | None = None
         async with aclosing(self._chunks(body)) as chunks:
             async for chunk in chunks:
-                usage = chunk.get("usage") or usage
+                if isinstance(chunk.get("usage"), dict):  # with include_usage: the last chunk, no choices
+                    usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
                     delta = choice.get("delta") or {}
                     finish_reason = choice.get("finish_reason") or finish_reason
@@ -255,14 +296,15 @@ class OpenAICompatStage:
         for kind, text in parser.flush():
             yield TextDelta(text, kind=kind)
         total = time.perf_counter() - started
-        yield {
-            "raw": "".join(parser.raw),
-            "thinking": "".join(thinking),
-            "usage": usage,
-            "finish_reason": finish_reason,
-            "confidence": math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
-            "timings": Timings({"first_token": first_token_s or total, "stream": total - (first_token_s or total)}),
-        }
+        yield _Streamed(
+            raw="".join(parser.raw),
+            thinking="".join(thinking),
+            prompt_tokens=_tokens(usage.get("prompt_tokens")),
+            completion_tokens=_tokens(usage.get("completion_tokens")),
+            finish_reason=finish_reason,
+            confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
+            timings=Timings({"first_token": first_token_s or total, "stream": total - (first_token_s or total)}),
+        )
 
     # ------------------------------------------------------------ language
 
@@ -287,19 +329,18 @@ class OpenAICompatStage:
         run = Relay(self._run(body))
         async for delta in run:
             yield delta
-        summary: dict[str, Any] = run.final
-        parsed = parse_output(summary["raw"])
-        thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None
-        usage = summary["usage"]
+        summary: _Streamed = run.final
+        parsed = parse_output(summary.raw)
+        thinking = "".join(filter(None, [summary.thinking, parsed.thinking])) or None
         yield Generation(
             stage=self.name,
             text=parsed.answer,
             thinking=thinking,
-            finish_reason=summary["finish_reason"],
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            confidence=summary["confidence"],
-            timings=summary["timings"],
+            finish_reason=summary.finish_reason,
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            confidence=summary.confidence,
+            timings=summary.timings,
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
@@ -329,30 +370,36 @@ class OpenAICompatStage:
         run = Relay(self._run(body))
         async for delta in run:
             yield delta
-        summary: dict[str, Any] = run.final
+        summary: _Streamed = run.final
         target = request.images[-1]
-        parsed = parse_output(summary["raw"], target.width, target.height)
-        thinking = "".join(filter(None, [summary["thinking"], parsed.thinking])) or None
-        score = summary["confidence"] if summary["confidence"] is not None else 1.0
+        parsed = parse_output(summary.raw, target.width, target.height)
+        thinking = "".join(filter(None, [summary.thinking, parsed.thinking])) or None
+        score = summary.confidence if summary.confidence is not None else 1.0
         yield VisionResult(
             stage=self.name,
             description=parsed.answer,
             answer=parsed.answer,
             answer_source="model",
-            confidence=summary["confidence"],
+            confidence=summary.confidence,
             thinking=thinking,
             boxes=[Box(b.label, score, *b.pixels, norm=b.norm) for b in parsed.boxes],
-            observations={
-                "upstream": self.base_url,
-                "model": self.model_id,
-                "usage": summary["usage"],
-                "finish_reason": summary["finish_reason"],
-            },
-            timings=summary["timings"],
+            observations={"upstream": self.base_url, "model": self.model_id},
+            timings=summary.timings,
+            prompt_tokens=summary.prompt_tokens,
+            completion_tokens=summary.completion_tokens,
+            finish_reason=summary.finish_reason,
         )
 
     async def see(self, request: VisionRequest) -> VisionResult:
         return await final_result(self._stream_vision(request), VisionResult, self.name)
+
+
+def _tokens(value: Any) -> int:
+    """A usage count as the upstream sent it (absent, null or malformed: 0)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -8,15 +8,16 @@ Specs (``--vision`` / ``--language``):
 - ``glm4v:<folder or hub id>``: GLM-4.xV in-process (transformers; extra ``glm``). Vision and language.
 - ``openai:<base_url>#<model>``: any OpenAI-compatible server. Vision and language.
 
-A ``StageBuilder`` builds the stages one ``Settings`` names. The same ``glm4v``/``openai`` spec
-for two roles (vision, language, arbitration voter) gives ONE instance (one model in memory, one
-batcher). Whoever runs a pipeline (the app, a CLI command) owns its builder: nothing is kept at
-module level. Adding a backend means one module and one entry here.
+A ``StageBuilder`` builds the stages one ``Settings`` names, unloaded (``load`` is the runtime's
+job). The same ``glm4v`` spec for two roles (vision, language, arbitration voter) gives ONE
+instance (one model in memory, one batcher); an ``openai`` spec gives one small HTTP client per
+role, each built for its role (nothing is changed on a stage after it is built). Whoever runs a
+pipeline (``flashvl/runtime.py``) owns its builder: nothing is kept at module level. Adding a
+backend means one module and one entry here.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +50,7 @@ class StageBuilder:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._engines: dict[str, Any] = {}  # spec -> glm4v/openai stage, shared between roles
+        self._engines: dict[Any, Any] = {}  # spec (glm4v, llamacpp) or (spec, role) (openai) -> stage
 
     def vision(self) -> VisionStage:
         spec = self.settings.vision
@@ -65,9 +66,9 @@ class StageBuilder:
             raise _bad("unknown vision", spec, VISION_CHOICES)
         return stage
 
-    async def language(self, progress: Progress | None = None, spec: str | None = None) -> LanguageStage | None:
+    def language(self, spec: str | None = None, progress: Progress | None = None) -> LanguageStage | None:
         """The language stage (``spec``: another one than ``settings.language``, e.g. the voter's).
-        For llama.cpp the model file is assembled first (seconds, once per machine)."""
+        The bundled llama.cpp model is assembled (seconds, once per machine) when it loads."""
         settings = self.settings
         spec = spec or settings.language
         if spec == "none":
@@ -80,45 +81,40 @@ class StageBuilder:
             if stage is None:
                 raise _bad("unknown language", spec, LANGUAGE_CHOICES)
             return stage
+        cached = self._engines.get(spec)
+        if cached is not None:  # the voter may be the language stage itself
+            return cached
         from flashvl.stages.llamacpp import LlamaCppLanguageStage
 
         path = settings.language_model_path
-        model_id = path.stem if path else BUNDLED_BRAIN
-        if path is None:
-            from flashvl.stages.brain_model import ensure_brain_model
-
-            def report(done: int, total: int) -> None:
-                if progress:
-                    progress("assembling language model", done, total)
-
-            path = await asyncio.to_thread(ensure_brain_model, settings.model_dir, report)
-        return LlamaCppLanguageStage(
-            Path(path),
+        stage = LlamaCppLanguageStage(
+            Path(path) if path else None,
+            model_dir=settings.model_dir,
+            progress=progress,
             slots=settings.language_slots,
             ctx=settings.language_ctx,
             threads=settings.language_threads,
-            name=f"llamacpp:{model_id}",
-            model_id=model_id,
+            name=f"llamacpp:{path.stem if path else BUNDLED_BRAIN}",
+            model_id=path.stem if path else BUNDLED_BRAIN,
         )
-
-    async def voter(self, progress: Progress | None = None) -> LanguageStage:
-        """The arbitration voter (``arbitration_voter``), loaded."""
-        voter = await self.language(progress, spec=self.settings.arbitration_voter)
-        if voter is None:
-            raise FlashvlError("bad_setting", "arbitration_voter must name a language stage, not 'none'", 500)
-        await voter.load()
-        return voter
-
-
-def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], engines: dict[str, Any]) -> Any | None:
-    """A glm4v/openai stage for ``spec``, shared between roles through ``engines``; None if not one."""
-    stage = engines.get(spec)
-    if stage is not None:
-        if spec.startswith("openai:") and role == "vision":
-            stage.role = "vision"  # a shared upstream answers images too
-            stage.is_vlm = True
+        self._engines[spec] = stage
         return stage
+
+    def voter(self, progress: Progress | None = None) -> LanguageStage | None:
+        """The arbitration voter (``arbitration_voter``), or None when there is none."""
+        spec = self.settings.arbitration_voter
+        if not spec:
+            return None
+        if spec == "none":
+            raise FlashvlError("bad_setting", "arbitration_voter must name a language stage, not 'none'", 500)
+        return self.language(spec, progress)
+
+
+def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], engines: dict[Any, Any]) -> Any | None:
+    """A glm4v/openai stage for ``spec``, shared between roles through ``engines``; None if not one."""
     if spec.startswith("glm4v:"):
+        if spec in engines:  # one model in memory serves every role
+            return engines[spec]
         from flashvl.stages.glm4v.stage import Glm4vStage
 
         ref = spec.removeprefix("glm4v:")
@@ -137,9 +133,12 @@ def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], 
             top_p=settings.glm_top_p,
             allow_download=settings.glm_allow_download,
         )
+        engines[spec] = stage
     elif spec.startswith("openai:"):
         from flashvl.stages.openai_compat import OpenAICompatStage
 
+        if (spec, role) in engines:  # the voter shares the language role's client
+            return engines[(spec, role)]
         base_url, model = parse_openai_spec(spec)
         key_value = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         stage = OpenAICompatStage(
@@ -153,7 +152,7 @@ def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], 
             image_mode=settings.upstream_image_mode,  # type: ignore[arg-type]
             enable_thinking_kwarg=settings.upstream_thinking_kwarg,
         )
+        engines[(spec, role)] = stage
     else:
         return None
-    engines[spec] = stage
     return stage

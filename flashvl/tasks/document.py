@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flashvl.errors import FlashvlError
-from flashvl.stages.base import ChatMessage, ChatRequest, LanguageStage
-from flashvl.stages.offline.ocr import TextLine, group_rows, lines_to_text
+from flashvl.media.types import LoadedImage
+from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision, Seen
+from flashvl.stages.base import ChatMessage, ChatRequest, VisionRequest
+from flashvl.text.layout import TextLine, group_rows, lines_to_text
 
 ALLOWED_SCHEMA_KEYWORDS = frozenset(
     {
@@ -266,8 +268,16 @@ def grounding(fields: Any, text: str, prefix: str = "") -> dict[str, bool]:
     return out
 
 
+async def read_image(vision: GuardedVision, image: LoadedImage, *, tables: bool = True) -> tuple[dict[str, Any], Seen]:
+    """OCR one image through the guarded vision stage: lines in reading order, text, tables."""
+    looked = await vision.see(VisionRequest([image], task="ocr"))
+    document = read_document(lines_from_observations(looked.result.observations), tables=tables)
+    info = {"sha256": image.sha256, "width": image.width, "height": image.height}
+    return document | {"image": info, "stages": [looked.record.to_dict()], "cache": looked.cache}, looked
+
+
 async def extract_fields(
-    language: LanguageStage, text: str, schema: dict[str, Any], *, max_tokens: int = 256
+    language: GuardedLanguage, text: str, schema: dict[str, Any], *, max_tokens: int = 256
 ) -> dict[str, Any]:
     """Key fields by the language stage under ``schema`` (validated by the caller)."""
     request = ChatRequest(

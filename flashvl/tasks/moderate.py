@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from flashvl.errors import StageUnavailable
 from flashvl.media.types import LoadedImage
-from flashvl.stages.base import ChatMessage, ChatRequest, LanguageStage, VisionRequest, VisionStage
+from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
+from flashvl.stages.base import ChatMessage, ChatRequest, VisionRequest
 
 CATEGORIES = ("adult", "violence", "weapons", "drugs", "hate", "privacy", "contact_ads", "other")
 Category = Literal["adult", "violence", "weapons", "drugs", "hate", "privacy", "contact_ads", "other"]
@@ -285,7 +286,7 @@ def verdict_messages(observations: dict[str, Any]) -> list[ChatMessage]:
 
 
 async def language_verdict(
-    language: LanguageStage, observations: dict[str, Any], weight: float
+    language: GuardedLanguage, observations: dict[str, Any], weight: float
 ) -> tuple[list[Signal], dict[str, Any]]:
     """Ask the language stage; its categories become signals scored ``weight`` x its confidence (if known)."""
     generation = await language.generate(
@@ -364,7 +365,7 @@ def combine(signals: list[Signal], thresholds: Thresholds) -> Verdict:
 async def moderate(
     observations: dict[str, Any],
     *,
-    language: LanguageStage | None,
+    language: GuardedLanguage | None,
     thresholds: Thresholds,
     language_mode: str = "text",
     language_weight: float = 0.6,
@@ -374,7 +375,10 @@ async def moderate(
     signals = image_signals(observations) + text_signals(text)
     info = None
     if language is not None and wants_language(language_mode, observations):
-        language_signals, info = await language_verdict(language, observations, language_weight)
+        try:
+            language_signals, info = await language_verdict(language, observations, language_weight)
+        except StageUnavailable as exc:  # the image's own signals still stand; say what is missing
+            language_signals, info = [], {"error": f"language stage unavailable: {exc.message}"}
         signals += language_signals
     verdict = combine(signals, thresholds)
     verdict.language = info
@@ -382,8 +386,8 @@ async def moderate(
 
 
 async def moderate_image(
-    vision: VisionStage,
-    language: LanguageStage | None,
+    vision: GuardedVision,
+    language: GuardedLanguage | None,
     image: LoadedImage,
     *,
     thresholds: Thresholds,
@@ -391,9 +395,8 @@ async def moderate_image(
     language_weight: float = 0.6,
 ) -> dict[str, Any]:
     """See one image with the vision stage, then judge it: the /moderate response body (less request ids)."""
-    started = time.perf_counter()
-    seen = await vision.see(VisionRequest([image], task="moderate"))
-    vision_seconds = time.perf_counter() - started
+    looked = await vision.see(VisionRequest([image], task="moderate"))
+    seen = looked.result
     verdict = await moderate(
         seen.observations,
         language=language,
@@ -401,24 +404,19 @@ async def moderate_image(
         language_mode=language_mode,
         language_weight=language_weight,
     )
-    stages = [
-        {
-            "name": "vision",
-            "backend": seen.stage,
-            "seconds": round(vision_seconds, 4),
-            "steps": {k: round(v, 4) for k, v in seen.timings.steps.items()},
-        }
-    ]
+    stages = [looked.record.to_dict()]
     if verdict.language is not None:
         stages.append(
             {
                 "name": "language",
                 "backend": getattr(language, "name", "language"),
                 "seconds": verdict.language.get("seconds"),
+                "error": verdict.language.get("error"),
                 "verdict": verdict.language.get("verdict"),
             }
         )
     return verdict.to_dict() | {
         "stages": stages,
         "image": {"sha256": image.sha256, "width": image.width, "height": image.height},
+        "cache": looked.cache,
     }

@@ -35,6 +35,9 @@ class ScriptedLanguage:
 
     async def close(self) -> None: ...
 
+    def fingerprint(self) -> dict[str, str]:
+        return {"model_id": self.model_id}
+
     async def generate(self, request: ChatRequest) -> Generation:
         return Generation(self.name, WRONG)
 

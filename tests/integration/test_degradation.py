@@ -61,6 +61,9 @@ class MiniOpenAIStage:
     async def close(self) -> None:
         await self.client.aclose()
 
+    def fingerprint(self) -> dict[str, str]:
+        return {"model_id": self.model_id}
+
     async def generate(self, request: ChatRequest) -> Generation:
         body = {"model": "m", "messages": [{"role": m.role, "content": m.content} for m in request.messages]}
         response = await self.client.post(f"{self.base_url}/v1/chat/completions", json=body)

@@ -231,6 +231,72 @@ def test_text_only_chat_uses_the_same_model_as_language_stage(scripted_server: s
     assert models["vision_is_vlm"] is True and models["vision_stage"] == models["language_stage"]
 
 
+# ------------------------------------------------------------------ finish reason and usage, every route
+
+
+def _routes(url: str) -> dict[str, dict[str, object]]:
+    """A chat body per route the scripted server takes (the key is the route the answer reports)."""
+    only_image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+    return {
+        "direct": chat_body(url, "Where is it?"),
+        "cascade": chat_body(url, "Where is it?", route="cascade"),
+        "caption": {"messages": [only_image]},  # no question: the vision stage describes the image
+        "text-only": {"messages": [{"role": "user", "content": "Hello"}]},
+    }
+
+
+def _complete(base: str, body: dict[str, object], stream: bool) -> tuple[str, dict[str, int], dict]:
+    """(finish_reason, usage, flashvl meta) of one chat completion, streamed or not."""
+    if not stream:
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert (
+            out["flashvl"]["usage"] == out["usage"]
+            and out["flashvl"]["finish_reason"] == out["choices"][0]["finish_reason"]
+        )
+        return out["choices"][0]["finish_reason"], out["usage"], out["flashvl"]
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        events = sse_events(r)
+    *pieces, last, usage = events
+    assert usage["choices"] == [] and "flashvl" not in usage, usage  # the usage chunk comes last, alone
+    assert all(e["choices"][0]["finish_reason"] is None and "usage" not in e for e in pieces)
+    assert last["flashvl"]["usage"] == usage["usage"]
+    return last["choices"][0]["finish_reason"], usage["usage"], last["flashvl"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("route", ["direct", "cascade", "caption", "text-only"])
+def test_finish_reason_and_usage_are_truthful_on_every_route(
+    scripted_server: str, image_dir: Path, route: str, stream: bool
+) -> None:
+    body = _routes(data_url(image_dir / "astronaut.jpg"))[route]
+    cut, cut_usage, meta = _complete(scripted_server, body | {"max_tokens": 3}, stream)
+    assert meta["route"] == ("direct" if route == "caption" else route)
+    assert cut == "length" and meta["finish_reason"] == "length"
+    assert cut_usage["completion_tokens"] == 3 and cut_usage["prompt_tokens"] > 0
+    assert cut_usage["total_tokens"] == cut_usage["prompt_tokens"] + 3
+    whole, usage, _ = _complete(scripted_server, body, stream)  # the scripted reply ends well within 32
+    assert whole == "stop"
+    assert 3 < usage["completion_tokens"] < 32 and usage["prompt_tokens"] > 0
+    if route != "cascade":  # (the cascade's prompt holds the vision stage's description, cut at 3 tokens too)
+        assert usage["prompt_tokens"] == cut_usage["prompt_tokens"]
+
+
+def test_infer_reports_finish_reason_and_usage_too(scripted_server: str, image_dir: Path) -> None:
+    url = data_url(image_dir / "chelsea.jpg")
+    r = httpx.post(
+        f"{scripted_server}/infer", json={"image_base64": url, "prompt": "Where?", "max_tokens": 2}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] == 2
+    with (image_dir / "chelsea.jpg").open("rb") as handle:
+        r = httpx.post(f"{scripted_server}/caption", files={"file": ("c.jpg", handle, "image/jpeg")}, timeout=60)
+    assert r.json()["finish_reason"] == "stop" and r.json()["usage"]["completion_tokens"] > 0
+
+
 # ------------------------------------------------------------------ batching and cross-talk, random model
 
 

@@ -76,7 +76,7 @@ def test_live_and_whole_rows_and_a_sampled_row_share_a_batch(model_dir: Path) ->
     assert max(sizes) >= 3, f"the four requests should share batches: {sizes}"
     assert final.answer == alone[0] and second.answer == alone[1] and third.answer == alone[2]
     assert len(deltas) > 1 and "".join(d.text for d in deltas if d.kind == "answer") == final.answer
-    assert sampled.observations["completion_tokens"] > 0
+    assert sampled.completion_tokens > 0 and sampled.prompt_tokens > 0
 
 
 def test_the_generating_thread_keeps_all_intra_op_threads(model_dir: Path) -> None:

@@ -16,7 +16,7 @@ from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.security.auth import Authenticator, AuthError, hash_key, new_key, parse_key_entry
 from flashvl.security.limits import InFlight, ModelGate, RateLimits
-from flashvl.security.middleware import required_scope
+from flashvl.security.middleware import is_public
 from flashvl.security.network import ClientAddressPolicy
 from flashvl.security.startup import serve_refusal
 
@@ -117,13 +117,15 @@ def test_jwt_needs_audience_and_issuer_and_a_long_secret(tmp_path: Path) -> None
         Authenticator(Settings(jwt_secret_file=tmp_path / "short", jwt_audience=AUD, jwt_issuer=ISS))
 
 
-def test_scopes_per_path() -> None:
+def test_public_paths() -> None:
+    # Which scope a route needs is declared on the route (tests/security/test_route_scopes.py);
+    # the gate only knows which paths need a credential at all.
     s = Settings()
-    assert required_scope("/healthz", s) is None and required_scope("/static/app.js", s) is None
-    assert required_scope("/", s) is None and required_scope("/metrics", s) is None
-    assert required_scope("/metrics", Settings(metrics_public=False)) == "admin"
-    assert required_scope("/openapi.json", s) == "infer"
-    assert required_scope("/infer", s) == "infer" and required_scope("/v1/batches", s) == "batch"
+    assert is_public("/healthz", s) and is_public("/static/app.js", s)
+    assert is_public("/", s) and is_public("/metrics", s)
+    assert not is_public("/metrics", Settings(metrics_public=False))
+    assert not is_public("/openapi.json", s) and is_public("/openapi.json", Settings(docs_public=True))
+    assert not is_public("/infer", s) and not is_public("/jobs", s) and not is_public("/review", s)
 
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:

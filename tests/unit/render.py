@@ -2,38 +2,33 @@
 
 from __future__ import annotations
 
-import subprocess
 from functools import cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-# Debian's fonts-wqy-microhei (1.6 MB) is the CJK font the tests expect; the others are fallbacks.
-CJK_FONT_CANDIDATES = (
-    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
-    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-)
+# The one CJK font the tests render Chinese with: the exact OCR output they assert depends on the
+# glyphs, so another Chinese font (Noto Sans CJK, ...) is never substituted. scripts/system-deps.sh
+# (run by `make test`) installs this package by name and checks for this very file.
+CJK_FONT_FILE = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+CJK_FONT_PACKAGE = "fonts-wqy-microhei"
 LATIN_FONT_CANDIDATES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",)
+
+
+class MissingTestFont(FileNotFoundError):
+    """The font file the OCR tests are written against is not installed."""
 
 
 @cache
 def cjk_font_path() -> str:
-    """A font with Chinese glyphs; raises with the install hint when there is none."""
-    for candidate in CJK_FONT_CANDIDATES:
-        if Path(candidate).is_file():
-            return candidate
-    try:
-        listed = subprocess.run(
-            ["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        listed = ""
-    for line in listed.splitlines():
-        path = line.split(":")[0].strip()
-        if path and Path(path).is_file():
-            return path
-    raise FileNotFoundError("no CJK font found: install the Debian package fonts-wqy-microhei")
+    """WenQuanYi Micro Hei's file; raises naming the Debian package when it is missing."""
+    if not Path(CJK_FONT_FILE).is_file():
+        raise MissingTestFont(
+            f"the OCR tests render Chinese with {CJK_FONT_FILE}, which is missing: install the Debian "
+            f"package {CJK_FONT_PACKAGE} (`apt-get install -y {CJK_FONT_PACKAGE}`, or `bash scripts/system-deps.sh` "
+            "as root). No other CJK font is used: the expected OCR output depends on the glyphs."
+        )
+    return CJK_FONT_FILE
 
 
 @cache

@@ -6,8 +6,8 @@ import json
 
 from flashvl.pipeline.arbitration import PAIRS, THRESHOLD_FILE, Arbiter, ReviewStore, calibrate
 from flashvl.pipeline.disclaimers import disclaimer_for
+from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.resilience import CircuitBreaker, is_moderation_request, keyword_fallback
-from flashvl.pipeline.router.classifier import Embedder
 
 CAT = {"objects": [{"label": "cat", "score": 0.8}]}
 CAT_DESCRIPTION = "Objects: a cat (large, centre). Labels: tabby cat 0.71. No text detected."

@@ -7,8 +7,9 @@ import pytest
 from render import cer, render_table, render_text
 
 from flashvl.errors import FlashvlError
-from flashvl.stages.offline.ocr import TextLine, TextReader
+from flashvl.stages.offline.ocr import TextReader
 from flashvl.tasks.document import conforms, grounding, read_document, rebuild_table, validate_schema
+from flashvl.text.layout import TextLine
 
 ZH_EN_DOC = [
     "发票号码 INV-2024-0387",

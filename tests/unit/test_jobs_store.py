@@ -14,7 +14,7 @@ import redis
 from flashvl.jobs.export import to_csv
 from flashvl.jobs.redis_store import RedisJobStore
 from flashvl.jobs.sqlite_store import SqliteJobStore
-from flashvl.jobs.store import HOST, Claimed, JobStore, holder_is_dead
+from flashvl.jobs.store import HOST, Claimed, JobConflict, JobStore, holder_is_dead
 
 ITEMS = [(f"k{i:02d}", {"image": f"img{i}.png"}) for i in range(10)]
 
@@ -154,3 +154,61 @@ def _reassign(store: JobStore, items: list[Claimed], token: str) -> None:
     else:
         for c in items:
             store._redis.hset(store._k(c.job_id, "token"), c.key, token)
+
+
+def test_a_job_belongs_to_its_owner_and_another_owner_cannot_add_to_it(store: JobStore) -> None:
+    assert store.create_job("j", "safety", ITEMS[:2], owner="key:a") == {"added": 2, "total": 2}
+    assert store.get_job("j")["owner"] == "key:a"
+    assert store.create_job("j", "safety", ITEMS[:3], owner="key:a") == {"added": 1, "total": 3}
+    with pytest.raises(JobConflict, match="taken") as refused:
+        store.create_job("j", "ocr", [("x", {"image": "x"})], owner="key:b")
+    assert "safety" not in str(refused.value)  # another owner's job does not say what it holds
+    with pytest.raises(JobConflict, match="safety"):
+        store.create_job("j", "ocr", [("x", {"image": "x"})], owner="key:a")
+    assert store.progress("j")["total"] == 3  # nothing was added by the refused calls
+    # A local command (no owner: ``flashvl batch`` on the store itself) may add to it.
+    assert store.create_job("j", "safety", [("local", {"image": "y"})]) == {"added": 1, "total": 4}
+    assert store.get_job("j")["owner"] == "key:a"
+
+
+def test_jobs_are_listed_per_owner_newest_first(store: JobStore) -> None:
+    for job_id, owner in [("a1", "key:a"), ("b1", "key:b"), ("a2", "key:a"), ("local", None)]:
+        store.create_job(job_id, "safety", ITEMS[:1], owner=owner)
+        time.sleep(0.01)
+    assert [j["job_id"] for j in store.list_jobs("key:a")] == ["a2", "a1"]
+    assert [j["job_id"] for j in store.list_jobs("key:b")] == ["b1"]
+    assert store.list_jobs("key:nobody") == []
+    assert [j["job_id"] for j in store.list_jobs()] == ["local", "a2", "b1", "a1"]
+    assert [j["job_id"] for j in store.list_jobs(limit=2)] == ["local", "a2"]
+    assert [j["job_id"] for j in store.list_jobs("key:a", limit=1)] == ["a2"]
+    assert {j["owner"] for j in store.list_jobs()} == {"key:a", "key:b", None}
+
+
+OLD_SCHEMA = """
+CREATE TABLE jobs (job_id TEXT PRIMARY KEY, task TEXT NOT NULL, options TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE items (
+    job_id TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued', token TEXT, lease_until REAL, next_at REAL NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, claims INTEGER NOT NULL DEFAULT 0,
+    result TEXT, error TEXT, finished REAL, PRIMARY KEY (job_id, key));
+"""
+
+
+def test_a_sqlite_file_from_before_owners_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO jobs VALUES ('old', 'safety', '{}', 1.0)")
+        db.execute("INSERT INTO items (job_id, key, seq, payload) VALUES ('old', 'k', 0, '{\"image\": \"x\"}')")
+    store = SqliteJobStore(path)
+    assert store.get_job("old") == {"job_id": "old", "task": "safety", "options": {}, "created": 1.0, "owner": None}
+    assert store.open_jobs() == ["old"] and store.progress("old")["queued"] == 1
+    store.create_job("new", "ocr", ITEMS[:1], owner="key:a")
+    assert [j["job_id"] for j in store.list_jobs()] == ["new", "old"]
+    assert [j["job_id"] for j in store.list_jobs("key:a")] == ["new"]
+    store.close()
+    again = SqliteJobStore(path)  # opening a migrated file again changes nothing
+    assert again.get_job("new")["owner"] == "key:a"
+    again.close()

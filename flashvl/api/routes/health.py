@@ -1,11 +1,13 @@
-"""Liveness, readiness, metrics and the limits the web page checks against."""
+"""Liveness, readiness (public), metrics (admin unless ``metrics_public``) and the limits the web page
+checks against (infer)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from flashvl.api.auth import require_scope
 from flashvl.api.deps import State
 from flashvl.api.schemas import Health, Limits, Readiness
 from flashvl.errors import FlashvlError
@@ -26,7 +28,9 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if state.ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(
+    "/metrics", include_in_schema=False, dependencies=[Depends(require_scope("admin", public_when="metrics_public"))]
+)
 async def metrics(state: State) -> Response:
     if not state.settings.metrics_enabled:
         raise FlashvlError("not_found", "Metrics are disabled (see --metrics-enabled).", 404)
@@ -34,7 +38,7 @@ async def metrics(state: State) -> Response:
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/limits", response_model=Limits)
+@router.get("/api/limits", response_model=Limits, dependencies=[Depends(require_scope("infer"))])
 async def limits(state: State) -> dict[str, object]:
     """Limits a client can check before uploading (the server checks them again)."""
     s = state.settings

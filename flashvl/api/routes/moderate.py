@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready
 from flashvl.errors import FlashvlError
 from flashvl.media.types import LoadedImage
 from flashvl.tasks.moderate import CATEGORIES, Thresholds, moderate_image
 
-router = APIRouter(tags=["moderation"])
+router = APIRouter(tags=["moderation"], dependencies=[Depends(require_scope("infer"))])
 
 
 class ImageInput(BaseModel):
@@ -70,6 +71,7 @@ class ModerateResponse(BaseModel):
     reasons: list[str]
     stages: list[dict[str, Any]]
     image: dict[str, Any]
+    cache: dict[str, Any] = Field(default_factory=dict, description="Whether earlier work on this image was reused.")
     request_id: str | None = None
 
 
@@ -103,8 +105,8 @@ async def moderate(body: ModerateRequest, request: Request, state: Ready) -> dic
     result = await with_deadline(
         state,
         moderate_image(
-            state.pipeline.vision,
-            state.pipeline.language,
+            state.runtime.vision,
+            state.runtime.language if mode != "never" else None,
             image,
             thresholds=thresholds,
             language_mode=mode,

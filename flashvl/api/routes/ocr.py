@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from flashvl.api.deps import Ready, resolve_max_tokens
+from flashvl.api.auth import require_scope
+from flashvl.api.deps import AppState, Ready, resolve_max_tokens
 from flashvl.api.routes.moderate import ImageInput, load_input, with_deadline
 from flashvl.errors import FlashvlError
-from flashvl.stages.base import VisionRequest
-from flashvl.tasks.document import extract_fields, lines_from_observations, read_document, validate_schema
+from flashvl.tasks.document import extract_fields, read_image, validate_schema
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], dependencies=[Depends(require_scope("infer"))])
 
 
 class OcrRequest(ImageInput):
@@ -28,20 +28,17 @@ class ExtractRequest(ImageInput):
     max_tokens: int | None = Field(None, ge=1)
 
 
-async def _read(state: Any, body: ImageInput, tables: bool) -> tuple[dict[str, Any], Any]:
+async def _read(state: AppState, body: ImageInput, tables: bool) -> dict[str, Any]:
     image = await load_input(state, body)
-    seen = await with_deadline(state, state.pipeline.vision.see(VisionRequest([image], task="ocr")))
-    document = read_document(lines_from_observations(seen.observations), tables=tables)
-    info = {"sha256": image.sha256, "width": image.width, "height": image.height}
-    stage = {"name": "vision", "backend": seen.stage, "seconds": round(seen.timings.total, 4)}
-    return document | {"image": info, "stages": [stage]}, seen
+    document, _ = await with_deadline(state, read_image(state.runtime.vision, image, tables=tables))
+    return document
 
 
 @router.post("/ocr")
 async def ocr(body: OcrRequest, request: Request, state: Ready) -> dict[str, Any]:
     """Text lines with boxes and confidences in reading order, the text, and rebuilt tables
     (rows, Markdown, CSV)."""
-    document, _ = await _read(state, body, body.tables)
+    document = await _read(state, body, body.tables)
     return document | {"request_id": getattr(request.state, "request_id", None)}
 
 
@@ -55,20 +52,17 @@ async def extract(body: ExtractRequest, request: Request, state: Ready) -> dict[
         max_bytes=settings.document_schema_max_bytes,
         max_depth=settings.document_schema_max_depth,
     )
-    if state.pipeline.language is None:
+    language = state.runtime.language
+    if language is None:
         raise FlashvlError(
             "language_required",
             "Key-field extraction needs the language stage (the server runs with --language none).",
             400,
         )
     max_tokens = resolve_max_tokens(state, body.max_tokens)
-    document, _ = await _read(state, body, tables=True)
-    extracted = await with_deadline(
-        state, extract_fields(state.pipeline.language, document["text"], schema, max_tokens=max_tokens)
-    )
-    document["stages"].append(
-        {"name": "language", "backend": state.pipeline.language.name, "seconds": extracted.pop("seconds")}
-    )
+    document = await _read(state, body, tables=True)
+    extracted = await with_deadline(state, extract_fields(language, document["text"], schema, max_tokens=max_tokens))
+    document["stages"].append({"name": "language", "backend": language.name, "seconds": extracted.pop("seconds")})
     return extracted | {
         "text": document["text"],
         "lines": document["lines"],

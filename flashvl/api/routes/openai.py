@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse
 
+from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import AppState, Ready, State, answer_query, meta, record_answer, resolve_max_tokens
-from flashvl.api.openai_schemas import ChatCompletion, ChatCompletionRequest, ImagePart, ModelList, TextPart
+from flashvl.api.openai_schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceMessage,
+    ChunkChoice,
+    ChunkDelta,
+    ErrorBody,
+    ImagePart,
+    ModelList,
+    StreamError,
+    TextPart,
+    Usage,
+)
+from flashvl.api.schemas import ResponseMeta
 from flashvl.errors import FlashvlError
 from flashvl.observability import get_logger
 from flashvl.pipeline.service import Answer, Query
 from flashvl.stages.base import ChatMessage, TextDelta
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_scope("infer"))])
 log = get_logger("flashvl.openai")
 
 
@@ -93,9 +108,10 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
 
 
 @router.post("/chat/completions", response_model=ChatCompletion)
-async def chat_completions(body: ChatCompletionRequest, request: Request, state: Ready) -> Any:
+async def chat_completions(body: ChatCompletionRequest, request: Request, state: Ready, caller: Caller) -> Any:
     """OpenAI chat completions; images as ``image_url`` parts (URL or data: URL); ``stream`` as SSE."""
     query = await _build_query(body, state)
+    query.principal = caller.name
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model or served_model_name(state)
@@ -104,29 +120,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
         events = _stream(request, state, query, completion_id, created, model, include_usage)
         return EventSourceResponse(events, ping=15, sep="\n")
     answer = await answer_query(request, state, query)
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": answer.finish_reason,
-                "message": {"role": "assistant", "content": answer.text, "reasoning_content": answer.thinking},
-            }
+    info = meta(request, answer)
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=model,
+        choices=[
+            Choice(
+                finish_reason=info.finish_reason,
+                message=ChoiceMessage(content=answer.text, reasoning_content=answer.thinking),
+            )
         ],
-        "usage": _usage(answer),
-        "flashvl": meta(request, answer),
-    }
-
-
-def _usage(answer: Answer) -> dict[str, int]:
-    return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-    }
+        usage=info.usage,
+        flashvl=info,
+    )
 
 
 async def _stream(
@@ -138,52 +145,44 @@ async def _stream(
     model: str,
     include_usage: bool,
 ) -> AsyncIterator[str]:
-    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        body = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        } | extra
-        return json.dumps(body, ensure_ascii=False)
+    def chunk(
+        choices: list[ChunkChoice] | None = None, usage: Usage | None = None, flashvl: ResponseMeta | None = None
+    ) -> str:
+        return ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=choices or [], usage=usage, flashvl=flashvl
+        ).model_dump_json()
 
-    yield chunk({"role": "assistant", "content": ""})
+    def error(body: ErrorBody) -> str:
+        return StreamError(error=body).model_dump_json()
+
+    yield chunk(choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
     events = state.pipeline.stream(query)
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
             async for event in events:
                 if isinstance(event, TextDelta):
-                    key = "reasoning_content" if event.kind == "thinking" else "content"
-                    yield chunk({key: event.text})
+                    delta = (
+                        ChunkDelta(reasoning_content=event.text)
+                        if event.kind == "thinking"
+                        else ChunkDelta(content=event.text)
+                    )
+                    yield chunk(choices=[ChunkChoice(delta=delta)])
                 elif isinstance(event, Answer):
                     record_answer(request, state, event, query)
-                    yield chunk({}, event.finish_reason, flashvl=meta(request, event))
+                    info = meta(request, event)
+                    yield chunk(choices=[ChunkChoice(finish_reason=info.finish_reason)], flashvl=info)
                     if include_usage:
-                        yield json.dumps(
-                            {
-                                "id": completion_id,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": model,
-                                "choices": [],
-                                "usage": _usage(event),
-                            }
-                        )
+                        yield chunk(usage=info.usage)
     except TimeoutError:
         state.metrics.errors.labels("request_timeout").inc()
-        yield json.dumps(
-            {"error": {"code": "request_timeout", "message": "The answer took too long.", "type": "server_error"}}
-        )
+        yield error(ErrorBody(code="request_timeout", message="The answer took too long."))
     except FlashvlError as exc:
         state.metrics.errors.labels(exc.code).inc()
-        yield json.dumps({"error": exc.to_dict()})
+        yield error(ErrorBody.model_validate(exc.to_dict()))
     except Exception as exc:  # headers are gone: report in-band, log the detail server-side
         log.exception("stream_failed", error=type(exc).__name__)
         state.metrics.errors.labels("internal_error").inc()
-        yield json.dumps(
-            {"error": {"code": "internal_error", "message": "The answer failed mid-stream.", "type": "server_error"}}
-        )
+        yield error(ErrorBody(code="internal_error", message="The answer failed mid-stream."))
     finally:
         await events.aclose()
     yield "[DONE]"

@@ -1,16 +1,24 @@
-"""Answers flagged by arbitration (``needs_review``): list them, read one, resolve it."""
+"""Answers flagged by arbitration (``needs_review``): list them, read one, resolve it.
+
+Only principals with the ``review`` scope (the human reviewers, and ``admin``) see these routes:
+the items hold other clients' questions and answers. Each item names the principal whose
+request was flagged (``owner``) and, once resolved, the reviewer who resolved it (``resolved_by``).
+The stores are SQLite or in-memory; their calls run in a worker thread, off the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
+from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import State
 from flashvl.errors import FlashvlError
 
-router = APIRouter(prefix="/review", tags=["review"])
+router = APIRouter(prefix="/review", tags=["review"], dependencies=[Depends(require_scope("review"))])
 
 
 class Resolution(BaseModel):
@@ -26,24 +34,26 @@ class Resolution(BaseModel):
 @router.get("")
 async def list_reviews(state: State, status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
     """Flagged answers, oldest first (``status``: open, resolved or all)."""
-    items = state.pipeline.reviews.list(None if status == "all" else status)
+    items = await asyncio.to_thread(state.pipeline.reviews.list, None if status == "all" else status)
     return {"items": [item.to_dict() for item in items], "count": len(items)}
 
 
 @router.get("/{item_id}")
 async def get_review(item_id: str, state: State) -> dict[str, Any]:
-    item = state.pipeline.reviews.get(item_id)
+    item = await asyncio.to_thread(state.pipeline.reviews.get, item_id)
     if item is None:
         raise FlashvlError("not_found", f"No review item {item_id!r}.", 404)
     return item.to_dict()
 
 
 @router.post("/{item_id}/resolve")
-async def resolve_review(item_id: str, body: Resolution, state: State) -> dict[str, Any]:
-    """Record a person's verdict on a flagged answer."""
+async def resolve_review(item_id: str, body: Resolution, state: State, caller: Caller) -> dict[str, Any]:
+    """Record a person's verdict on a flagged answer, and who gave it (``resolved_by``)."""
     if body.verdict == "corrected" and not body.corrected_answer:
         raise FlashvlError("invalid_request", "verdict 'corrected' needs corrected_answer.", 422)
-    item = state.pipeline.reviews.resolve(item_id, body.verdict, body.corrected_answer, body.note)
+    item = await asyncio.to_thread(
+        state.pipeline.reviews.resolve, item_id, body.verdict, body.corrected_answer, body.note, caller.name
+    )
     if item is None:
         raise FlashvlError("not_found", f"No review item {item_id!r}.", 404)
     return item.to_dict()

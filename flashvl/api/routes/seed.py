@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Request, UploadFile
 
+from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import Ready, answer_query, meta, resolve_max_tokens
 from flashvl.api.schemas import (
+    BoxOut,
     CaptionResponse,
+    ImageInfo,
     InferRequest,
     InferResponse,
     PredictRequest,
@@ -18,19 +21,19 @@ from flashvl.api.schemas import (
 from flashvl.media.types import LoadedImage
 from flashvl.pipeline.service import Answer, Query
 
-router = APIRouter(tags=["seed"])
+router = APIRouter(tags=["seed"], dependencies=[Depends(require_scope("infer"))])
 
 
-def _image_info(image: LoadedImage) -> dict[str, object]:
-    return {"sha256": image.sha256, "width": image.width, "height": image.height, "format": image.format}
+def _image_info(image: LoadedImage) -> ImageInfo:
+    return ImageInfo(sha256=image.sha256, width=image.width, height=image.height, format=image.format)
 
 
-def _boxes(answer: Answer) -> list[dict[str, object]]:
-    return [box.to_dict() for box in answer.boxes]
+def _boxes(answer: Answer) -> list[BoxOut]:
+    return [BoxOut.model_validate(box.to_dict()) for box in answer.boxes]
 
 
 @router.post("/infer", response_model=InferResponse, response_model_exclude_none=False)
-async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str, object]:
+async def infer(body: InferRequest, request: Request, state: Ready, caller: Caller) -> InferResponse:
     """Answer a question about one image (URL or base64)."""
     max_tokens = resolve_max_tokens(state, body.max_tokens)
     if body.image_url:
@@ -45,33 +48,45 @@ async def infer(body: InferRequest, request: Request, state: Ready) -> dict[str,
         route=body.route,
         include_intermediate=body.include_intermediate,
         temperature=state.settings.temperature if body.temperature is None else body.temperature,
+        principal=caller.name,
     )
     answer = await answer_query(request, state, query)
-    return meta(request, answer) | {
-        "text": answer.text,
-        "thinking": answer.thinking,
-        "boxes": _boxes(answer),
-        "image": _image_info(image),
-        "observations": answer.observations if body.include_observations else None,
-    }
+    return InferResponse(
+        **dict(meta(request, answer)),
+        text=answer.text,
+        thinking=answer.thinking,
+        boxes=_boxes(answer),
+        image=_image_info(image),
+        observations=answer.observations if body.include_observations else None,
+    )
 
 
 @router.post("/caption", response_model=CaptionResponse)
-async def caption(request: Request, state: Ready, file: Annotated[UploadFile, File()]) -> dict[str, object]:
+async def caption(
+    request: Request, state: Ready, caller: Caller, file: Annotated[UploadFile, File()]
+) -> CaptionResponse:
     """Caption an uploaded image (multipart field ``file``)."""
     image = await state.intake.from_upload(file)
-    answer = await answer_query(request, state, Query(images=[image], task="caption"))
-    return meta(request, answer) | {"caption": answer.text, "image": _image_info(image), "boxes": _boxes(answer)}
+    answer = await answer_query(request, state, Query(images=[image], task="caption", principal=caller.name))
+    return CaptionResponse(
+        **dict(meta(request, answer)), caption=answer.text, image=_image_info(image), boxes=_boxes(answer)
+    )
 
 
 @router.post("/api/predict", response_model=PredictResponse)
-async def predict(body: PredictRequest, request: Request, state: Ready) -> dict[str, object]:
+async def predict(body: PredictRequest, request: Request, state: Ready, caller: Caller) -> PredictResponse:
     """Gradio-style ``{"data": [question, image]}`` -> ``{"data": [answer]}``."""
     start = time.perf_counter()
     question, reference = body.data
     image = await state.intake.from_reference(reference)
     query = Query(
-        images=[image], question=question, max_tokens=state.settings.max_tokens, temperature=state.settings.temperature
+        images=[image],
+        question=question,
+        max_tokens=state.settings.max_tokens,
+        temperature=state.settings.temperature,
+        principal=caller.name,
     )
     answer = await answer_query(request, state, query)
-    return {"data": [answer.text], "duration": round(time.perf_counter() - start, 4), "flashvl": meta(request, answer)}
+    return PredictResponse(
+        data=[answer.text], duration=round(time.perf_counter() - start, 4), flashvl=meta(request, answer)
+    )

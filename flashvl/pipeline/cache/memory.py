@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import json
 import threading
 import time
 from typing import Any, Literal
@@ -10,7 +10,6 @@ from typing import Any, Literal
 from cachetools import LFUCache, LRUCache
 
 from flashvl.pipeline.cache.base import CacheStats
-from flashvl.stages.base import VisionResult
 
 
 def _counting(base: type) -> type:
@@ -51,7 +50,7 @@ class MemoryVisionCache:
         self._lock = threading.Lock()
         self._data = (_LFU if policy == "lfu" else _LRU)(max_items, self.stats)
 
-    async def get(self, key: str) -> VisionResult | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
             entry = self._data.get(key)
             if entry is not None and entry[0] <= self._clock():
@@ -62,11 +61,12 @@ class MemoryVisionCache:
                 self.stats.misses += 1
                 return None
             self.stats.hits += 1
-        return copy.copy(entry[1])  # a shallow copy: callers may set fields without touching the entry
+        return json.loads(entry[1])  # a fresh copy: callers may change it without touching the entry
 
-    async def set(self, key: str, value: VisionResult) -> None:
+    async def set(self, key: str, value: dict[str, Any]) -> None:
+        blob = json.dumps(value, ensure_ascii=False)  # stored as JSON: what Redis would hold, nothing shared
         with self._lock:
-            self._data[key] = (self._clock() + self.ttl_s, value)
+            self._data[key] = (self._clock() + self.ttl_s, blob)
 
     def __len__(self) -> int:
         return len(self._data)

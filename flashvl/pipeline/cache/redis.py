@@ -8,10 +8,10 @@ failed request: errors are counted in ``stats.errors``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flashvl.observability import get_logger
-from flashvl.pipeline.cache.base import CacheStats, result_from_dict, result_to_dict
-from flashvl.stages.base import VisionResult
+from flashvl.pipeline.cache.base import CacheStats
 
 log = get_logger("flashvl.cache")
 
@@ -25,7 +25,7 @@ class RedisVisionCache:
         self.ttl_s = ttl_s
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
-    async def get(self, key: str) -> VisionResult | None:
+    async def get(self, key: str) -> dict[str, Any] | None:
         try:
             raw = await self._client.get(key)
         except Exception as exc:
@@ -37,13 +37,11 @@ class RedisVisionCache:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        return result_from_dict(json.loads(raw))
+        return json.loads(raw)
 
-    async def set(self, key: str, value: VisionResult) -> None:
+    async def set(self, key: str, value: dict[str, Any]) -> None:
         try:
-            await self._client.set(
-                key, json.dumps(result_to_dict(value), ensure_ascii=False), ex=max(1, int(self.ttl_s))
-            )
+            await self._client.set(key, json.dumps(value, ensure_ascii=False), ex=max(1, int(self.ttl_s)))
         except Exception as exc:
             self.stats.errors += 1
             log.warning("cache_set_failed", error=type(exc).__name__)

@@ -9,7 +9,8 @@ import json
 
 import numpy as np
 
-from flashvl.pipeline.router.classifier import COEFFICIENTS, DATA, Embedder
+from flashvl.pipeline.embedding import Embedder
+from flashvl.pipeline.router.classifier import COEFFICIENTS, DATA
 from flashvl.pipeline.router.dataset import build
 
 QUESTIONS = DATA / "router_questions.jsonl"

@@ -74,6 +74,7 @@ class Glm4vStage:
         self.device: str | None = None
         self.dtype: Any = None
         self.load_seconds: float | None = None
+        self._weights: dict[str, Any] | None = None  # hub revision or content hash, set in load
         self._model: Any = None
         self._processor: Any = None
         self._load_lock = asyncio.Lock()
@@ -127,6 +128,29 @@ class Glm4vStage:
         self._processor = processor
         self._model = model.to(device).eval()
         self.device, self.dtype = device, dtype
+        self._weights = _identify_weights(local if local.is_dir() else None, self.model_ref, model.config)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The weights (hub revision, or a hash of the folder's files taken at load), the resolved
+        dtype and the settings that change answers (pixel cap, top_p, default answer length).
+        Not the device, threads, batch sizes or load time."""
+        from flashvl import __version__
+
+        weights = self._weights
+        if weights is None:  # not loaded yet: what the folder holds now (hashed once per process)
+            local = Path(self.model_ref).expanduser()
+            weights = _identify_weights(local if local.is_dir() else None, self.model_ref, None)
+        return {
+            "class": type(self).__qualname__,
+            "name": self.name,
+            "model_id": self.model_id,
+            "code": __version__,
+            "weights": weights,
+            "dtype": str(self.dtype) if self.dtype is not None else self.dtype_setting,
+            "max_pixels": self.max_pixels,
+            "top_p": self.top_p,
+            "default_max_tokens": self.default_max_tokens,
+        }
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -244,14 +268,14 @@ class Glm4vStage:
             boxes=boxes,
             observations={
                 "batch_size": done.batch_size,
-                "prompt_tokens": done.prompt_tokens,
-                "completion_tokens": done.completion_tokens,
-                "finish_reason": done.finish_reason,
                 "boxes_1000": [list(b.norm) for b in parsed.boxes],
             },
             timings=Timings(
                 {"queue": done.queue_s, "generate": done.generate_s, "total": time.perf_counter() - started}
             ),
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            finish_reason=done.finish_reason,
         )
 
     async def see(self, request: VisionRequest) -> VisionResult:
@@ -288,6 +312,19 @@ class Glm4vStage:
     async def generate(self, request: ChatRequest) -> Generation:
         """The whole answer; no per-token pieces are handed over while it is generated."""
         return await final_result(self._stream_chat(request, live=False), Generation, self.name)
+
+
+def _identify_weights(folder: Path | None, model_ref: str, config: Any) -> dict[str, Any]:
+    """What the weights are: the hub commit when they come from a Hugging Face cache snapshot
+    (a commit never changes), else the sha256 of every file in the folder."""
+    from flashvl.stages.fingerprint import folder_sha256, hub_snapshot
+
+    snapshot = hub_snapshot(folder) if folder is not None else None
+    if snapshot is not None:
+        return {"repo": snapshot[0], "revision": snapshot[1]}
+    if folder is None:  # a hub id, loaded from the local cache: transformers knows the commit
+        return {"repo": model_ref, "revision": getattr(config, "_commit_hash", None)}
+    return {"sha256": folder_sha256(folder)}
 
 
 def _one_torch_thread() -> None:

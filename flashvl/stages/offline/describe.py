@@ -9,7 +9,7 @@ names the part that made it and its score.
 from __future__ import annotations
 
 from flashvl.stages.offline.scene import Observations, SceneObject
-from flashvl.tasks.language import Lang
+from flashvl.text.language import Lang
 
 _POS_ZH = {
     "left": "左侧",

@@ -6,9 +6,7 @@ takes its download branch, and nothing is written to the working directory.
 
 from __future__ import annotations
 
-import itertools
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import rapidocr
 from rapidocr import RapidOCR
 
 from flashvl.stages.offline.onnx import make_session
+from flashvl.text.layout import TextLine, group_rows
 
 MODEL_DIR = Path(rapidocr.__file__).resolve().parent / "models"
 DET_MODEL = MODEL_DIR / "PP-OCRv6_det_small.onnx"
@@ -34,17 +33,6 @@ _GATE_MIN_STD = 2.0  # grey-level std below which an image is treated as plain
 
 # Space restoration: a blank run wider than this fraction of the ink height is a space.
 _SPACE_GAP_RATIO = 0.3
-
-
-@dataclass(frozen=True)
-class TextLine:
-    text: str
-    score: float  # recogniser confidence 0..1
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in input pixels (hull of the quad)
-
-    @property
-    def height(self) -> float:
-        return self.box[3] - self.box[1]
 
 
 class TextReader:
@@ -123,35 +111,6 @@ class TextReader:
         bgr = cv2.resize(rgb[:, :, ::-1], (new_w, new_h), interpolation=cv2.INTER_AREA)
         tensor = (bgr.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)[None]
         return self._gate.run(None, {self._gate_input: tensor})[0][0, 0]
-
-
-def group_rows(lines: list[TextLine]) -> list[list[TextLine]]:
-    """Rows top to bottom; a line joins a row when their vertical extents overlap by half the smaller."""
-    rows: list[list[TextLine]] = []
-    for line in sorted(lines, key=lambda item: (item.box[1] + item.box[3]) / 2):
-        if rows:
-            top = min(item.box[1] for item in rows[-1])
-            bottom = max(item.box[3] for item in rows[-1])
-            row_height = min(item.height for item in rows[-1])
-            overlap = min(bottom, line.box[3]) - max(top, line.box[1])
-            if overlap >= 0.5 * min(row_height, line.height):
-                rows[-1].append(line)
-                continue
-        rows.append([line])
-    return [sorted(row, key=lambda item: item.box[0]) for row in rows]
-
-
-def lines_to_text(lines: list[TextLine]) -> str:
-    """Rows become lines; within a row, pieces far apart (a column gap) get a tab, near ones a space."""
-    out = []
-    for row in group_rows(lines):
-        parts = [row[0].text]
-        for left, right in itertools.pairwise(row):
-            gap = right.box[0] - left.box[2]
-            parts.append("\t" if gap > 2.0 * max(left.height, right.height) else " ")
-            parts.append(right.text)
-        out.append("".join(parts))
-    return "\n".join(out)
 
 
 def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from flashvl.stages.offline.describe import describe_objects
 from flashvl.stages.offline.scene import Observations, SceneObject
-from flashvl.tasks.language import Lang
+from flashvl.text.language import Lang
 
 
 @dataclass(frozen=True)

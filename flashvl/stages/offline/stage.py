@@ -10,11 +10,10 @@ everything else to the language stage.
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from cachetools import LRUCache
 from PIL import Image
 
 from flashvl.media.types import LoadedImage
@@ -23,7 +22,7 @@ from flashvl.stages.offline.colours import background_and_foreground, dominant_c
 from flashvl.stages.offline.describe import caption, describe
 from flashvl.stages.offline.rules import answer_by_rule
 from flashvl.stages.offline.scene import Observations, find_disagreements, place_objects, relate
-from flashvl.tasks.language import detect_language
+from flashvl.text.language import detect_language
 
 if TYPE_CHECKING:
     from flashvl.config import Settings
@@ -50,7 +49,6 @@ class OfflineVisionStage:
         unsafe_threshold: float = 0.8,
         concurrency: int = 1,
         max_pixels: int = 4_194_304,
-        memo_size: int = 64,
     ) -> None:
         self.model_id = "nanodet-coco80+efficientnet-lite2+open-nsfw+pp-ocr"
         self._threads = threads
@@ -64,11 +62,6 @@ class OfflineVisionStage:
         self._classifier: ImageClassifier | None = None
         self._safety: SafetyScorer | None = None
         self._reader: TextReader | None = None
-        # Observations per (image hash, pixel cap, forced OCR): bounded, per instance, thread-safe.
-        self._memo: LRUCache[tuple[str, int, bool], Observations] | None = (
-            LRUCache(maxsize=memo_size) if memo_size > 0 else None
-        )
-        self._memo_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OfflineVisionStage:
@@ -78,7 +71,6 @@ class OfflineVisionStage:
             safe_threshold=settings.safety_safe_threshold,
             unsafe_threshold=settings.safety_unsafe_threshold,
             max_pixels=settings.vision_max_pixels,
-            memo_size=settings.vision_memo_size,
         )
 
     @property
@@ -98,36 +90,56 @@ class OfflineVisionStage:
         self._classifier = ImageClassifier(threads=self._threads)
         self._safety = SafetyScorer(threads=self._threads)
         self._reader = TextReader(threads=self._threads, min_score=self._ocr_min_score)
+        self.fingerprint()  # hashes the model files now, off the event loop (once per process)
 
     async def close(self) -> None:
         self._detector = self._classifier = self._safety = self._reader = None
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The model files' hashes, flashvl's version (the rules and descriptions are code) and the
+        settings that change observations: OCR score floor, safety thresholds, default pixel cap.
+        Not threads or concurrency."""
+        from flashvl import __version__
+        from flashvl.stages.fingerprint import file_sha256
+
+        return {
+            "class": type(self).__qualname__,
+            "name": self.name,
+            "model_id": self.model_id,
+            "code": __version__,
+            "files": {name: file_sha256(path) for name, path in sorted(_model_files().items())},
+            "ocr_min_score": self._ocr_min_score,
+            "safe_threshold": self._safe,
+            "unsafe_threshold": self._unsafe,
+            "max_pixels": self._max_pixels,
+        }
+
     async def see(self, request: VisionRequest) -> VisionResult:
+        return await self.interpret(request, await self.observe(request))
+
+    def observation_params(self, request: VisionRequest) -> dict[str, Any]:
+        return {"max_pixels": request.max_pixels or self._max_pixels, "force_ocr": request.task == "ocr"}
+
+    async def observe(self, request: VisionRequest) -> dict[str, Any]:
+        """Every part run on the first image; JSON-able (the pipeline caches it per image)."""
         if not request.images:
             raise ValueError("the offline pipeline needs an image")
+        params = self.observation_params(request)
         async with self._slots:
-            return await asyncio.to_thread(self._see_sync, request)
+            timings = Timings()
+            obs = await asyncio.to_thread(
+                self._observe, request.images[0], params["max_pixels"], params["force_ocr"], timings
+            )
+        return {"observations": obs.to_state(), "timings": timings.steps}
 
-    # ------------------------------------------------------------ the work
-
-    def _see_sync(self, request: VisionRequest) -> VisionResult:
-        timings = Timings()
+    async def interpret(self, request: VisionRequest, observed: dict[str, Any]) -> VisionResult:
+        """Rules and a description in the question's language, from observations (milliseconds)."""
+        obs = Observations.from_state(observed["observations"])
+        timings = Timings(dict(observed.get("timings") or {}))
         lang = detect_language(request.question)
-        image = request.images[0]
-        max_pixels = request.max_pixels or self._max_pixels
-        force_ocr = request.task == "ocr"
-        key = (image.sha256, max_pixels, force_ocr)
-        with self._memo_lock:
-            obs = self._memo.get(key) if self._memo is not None else None
-        if obs is None:
-            obs = self._observe(image, max_pixels, force_ocr, timings)
-            if self._memo is not None:
-                with self._memo_lock:
-                    self._memo[key] = obs
-        else:
-            timings.steps["observations_reused"] = 0.0
-        rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
-        description = describe(obs, lang)
+        with timings.measure("interpret"):
+            rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
+            description = describe(obs, lang)
         return VisionResult(
             stage=self.name,
             description=caption(obs, lang) if request.task == "caption" else description,
@@ -139,9 +151,11 @@ class OfflineVisionStage:
             timings=timings,
         )
 
+    # ------------------------------------------------------------ the work
+
     def _observe(self, image: LoadedImage, max_pixels: int, force_ocr: bool, timings: Timings) -> Observations:
-        """Run every part on one image. The result does not depend on the question, so it is
-        memoised per image (several questions about one image run the models once)."""
+        """Run every part on one image. The result does not depend on the question, so the pipeline
+        caches it per image (several questions about one image run the models once)."""
         assert self._detector and self._classifier and self._safety and self._reader, "stage not loaded"
         with timings.measure("resize"):
             rgb, scale = _bounded_rgb(image.image, max_pixels)
@@ -178,7 +192,7 @@ class OfflineVisionStage:
             obs.text_present = force_ocr or self._reader.has_text(rgb)
         if obs.text_present:
             with timings.measure("ocr"):
-                from flashvl.stages.offline.ocr import lines_to_text
+                from flashvl.text.layout import lines_to_text
 
                 lines = self._reader.read(rgb)
                 obs.text_lines = [
@@ -193,6 +207,22 @@ class OfflineVisionStage:
         obs.disagreements = find_disagreements(obs.objects, obs.labels)
         obs.parts = list(timings.steps)
         return obs
+
+
+def _model_files() -> dict[str, Path]:
+    """Every file whose content the offline parts' output depends on (weights and label tables)."""
+    from flashvl.stages.offline import classifier, detector, ocr, safety
+
+    return {
+        "detector": Path(detector.DEFAULT_MODEL),
+        "classifier": Path(classifier.MODEL_PATH),
+        "classes": Path(classifier.CLASSES_PATH),
+        "classes_zh": Path(classifier.CLASSES_ZH_PATH),
+        "safety": Path(safety.MODEL_PATH),
+        "ocr_det": Path(ocr.DET_MODEL),
+        "ocr_cls": Path(ocr.CLS_MODEL),
+        "ocr_rec": Path(ocr.REC_MODEL),
+    }
 
 
 def _bounded_rgb(image: Image.Image, max_pixels: int) -> tuple[np.ndarray, float]:

@@ -9,7 +9,7 @@ flip a 1.5B model's answers.
 from __future__ import annotations
 
 from flashvl.stages.base import ChatMessage
-from flashvl.tasks.language import Lang
+from flashvl.text.language import Lang
 
 SYSTEM_EN = (
     "You answer questions about an image that you cannot see yourself. Automatic tools looked at it "

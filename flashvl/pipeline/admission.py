@@ -1,0 +1,68 @@
+"""Model-queue admission: a bounded FIFO in front of the model stages, shared by every use case.
+
+At most ``max_concurrent`` stage calls run at once and at most ``max_queue`` wait, each for at most
+``queue_timeout_s``; past that the caller gets 503 ``server_busy`` with Retry-After. Guarded stage
+calls (``pipeline/guarded.py``) take a slot around each stage call, after the request's body has
+been read and checked, so a slow or oversized upload never holds a model slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from flashvl.errors import FlashvlError
+
+
+class ModelGate:
+    """A bounded FIFO in front of the model stages."""
+
+    def __init__(self, max_concurrent: int, max_queue: int, queue_timeout_s: float) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiters)
+
+    def _busy(self, message: str) -> FlashvlError:
+        return FlashvlError("server_busy", message, 503, retry_after=max(1.0, self.queue_timeout_s / 4))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.active >= self.max_concurrent or self.waiters:
+            if len(self.waiters) >= self.max_queue:
+                raise self._busy(f"The model queue is full ({self.max_queue} waiting); retry shortly.")
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), self.queue_timeout_s)
+            except (TimeoutError, asyncio.CancelledError) as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # the slot was handed over just as we gave up: pass it on
+                else:
+                    waiter.cancel()
+                    self.waiters.remove(waiter)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise self._busy(f"Waited {self.queue_timeout_s:g} s for a model slot; retry shortly.") from None
+        else:
+            self.active += 1
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Hand the slot to the oldest waiter, or free it."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return  # ``active`` is unchanged: the slot moved to the waiter
+        self.active -= 1

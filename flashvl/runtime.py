@@ -1,0 +1,238 @@
+"""The runtime: the one place that turns ``Settings`` into a working flashvl, starts it and closes it.
+
+It builds, once and in order: media intake, the stages (unloaded), the vision cache, the
+model-queue admission gate, one circuit breaker per stage role, the guarded stage calls
+(``pipeline/guarded.py``) that every use case goes through, the shared text embedder, the
+router and arbiter, the review store, the pipeline, and (on request) the job queue and its
+worker. Nothing is patched after it is built. The HTTP app, every CLI command, ``eval``, batch
+jobs and the benchmarks all use it, so they all serve the same thing.
+
+Dependencies point one way: api / cli / eval -> runtime -> jobs -> tasks -> pipeline -> stages
+-> media / text -> config / errors / observability (checked by ``make lint``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from flashvl.config import Settings
+from flashvl.jobs.service import JobService
+from flashvl.jobs.store import JobStore, store_from_settings
+from flashvl.jobs.tasks import TaskContext
+from flashvl.jobs.worker import WorkerConfig
+from flashvl.media import MediaIntake
+from flashvl.observability import Metrics, get_logger
+from flashvl.pipeline.admission import ModelGate
+from flashvl.pipeline.arbitration import Arbiter
+from flashvl.pipeline.cache.base import build_cache
+from flashvl.pipeline.embedding import Embedder
+from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
+from flashvl.pipeline.resilience import CircuitBreaker
+from flashvl.pipeline.review_store import build_review_store
+from flashvl.pipeline.router.base import Router
+from flashvl.pipeline.router.rules import KeywordRouter
+from flashvl.pipeline.service import Pipeline
+from flashvl.stages.base import LanguageStage, VisionStage
+from flashvl.stages.registry import Progress, StageBuilder
+
+log = get_logger("flashvl.runtime")
+ROLES = frozenset({"vision", "language", "voter", "safety"})
+ANSWER_ROLES = frozenset({"vision", "language", "voter"})  # what answering questions needs
+
+
+class Runtime:
+    """Everything one flashvl process runs, built from ``settings``.
+
+    ``roles`` narrows which stages are built (a caption needs no language model, a safety batch
+    no vision pipeline); ``metrics`` receives per-stage latencies and batch sizes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        roles: frozenset[str] | set[str] = ROLES,
+        metrics: Metrics | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings = settings
+        self.roles = frozenset(roles)
+        self.metrics = metrics
+        self.progress = progress
+        self.intake = MediaIntake(settings)
+        builder = StageBuilder(settings)
+        self.vision_stage: VisionStage = builder.vision()
+        self.language_stage: LanguageStage | None = builder.language(progress=progress) if "language" in roles else None
+        wants_voter = "voter" in roles and settings.arbitration and "language" in roles
+        self.voter_stage: LanguageStage | None = builder.voter(progress) if wants_voter else None
+        self.safety_stage: VisionStage | None = None
+        if "safety" in roles:  # Open-NSFW alone, for the fast ``safety`` batch task
+            from flashvl.stages.offline.safety import SafetyOnlyStage
+
+            self.safety_stage = SafetyOnlyStage(settings.vision_threads)
+
+        self.cache = build_cache(settings)
+        self.admission = ModelGate(
+            settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s
+        )
+        self.vision = GuardedVision(
+            self.vision_stage,
+            breaker=self._breaker("vision"),
+            timeout_s=settings.vision_timeout_s,
+            cache=self.cache,
+            admission=self.admission,
+            observe=self._observe_stage,
+        )
+        self.language = self._guard_language(self.language_stage, "language")
+        self.voter = self._guard_language(self.voter_stage, "voter")
+        self.safety = None
+        if self.safety_stage is not None:
+            self.safety = GuardedVision(
+                self.safety_stage,
+                breaker=self._breaker("safety"),
+                timeout_s=settings.vision_timeout_s,
+                cache=self.cache,
+                admission=self.admission,
+                observe=self._observe_stage,
+            )
+        self.embedder = Embedder()  # one for the router and the arbiter, loaded on first use
+        self.reviews = build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items)
+        self.pipeline = Pipeline(
+            self.vision,
+            self.language,
+            router=self._router(),
+            route_default=settings.route_default,  # type: ignore[arg-type]
+            direct_without_vlm=settings.router_direct_without_vlm,
+            arbiter=Arbiter(settings.arbitration_similarity_threshold, embed=self.embedder)
+            if settings.arbitration
+            else None,
+            reask=settings.arbitration_reask,
+            voter=self.voter,
+            reviews=self.reviews,
+            disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
+        )
+        self.stage_status: dict[str, str] = {}
+        self.jobs: JobService | None = None
+
+    # ------------------------------------------------------------ building
+
+    def _breaker(self, role: str) -> CircuitBreaker:
+        return CircuitBreaker(role, self.settings.breaker_failures, self.settings.breaker_reset_s)
+
+    def _guard_language(self, stage: LanguageStage | None, role: str) -> GuardedLanguage | None:
+        if stage is None:
+            return None
+        return GuardedLanguage(
+            stage,
+            breaker=self._breaker(role),
+            timeout_s=self.settings.language_timeout_s,
+            admission=self.admission,
+            observe=self._observe_stage,
+            role=role,
+        )
+
+    def _router(self) -> Router:
+        settings = self.settings
+        if settings.router == "classifier":
+            from flashvl.pipeline.router.classifier import ClassifierRouter
+
+            return ClassifierRouter(embedder=self.embedder)
+        return KeywordRouter(settings.router_keywords_zh or None, settings.router_keywords_en or None)
+
+    def _observe_stage(self, role: str, backend: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.stage_latency.labels(role, backend).observe(seconds)
+
+    def stages(self) -> dict[str, Any]:
+        """The built stages by role (one object may serve two roles)."""
+        named = {
+            "vision": self.vision_stage if "vision" in self.roles else None,
+            "language": self.language_stage,
+            "voter": self.voter_stage,
+            "safety": self.safety_stage,
+        }
+        return {role: stage for role, stage in named.items() if stage is not None}
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        status = self.stage_status
+        return bool(status) and all(value == "ready" for value in status.values())
+
+    async def start(self) -> None:
+        """Load every stage (vision first); each role's status is kept for /readyz. A stage that
+        fails to load is reported as failed; the others still load."""
+        stages = self.stages()
+        for role in stages:
+            self.stage_status[role] = "loading"
+        loaded: list[int] = []
+        for role, stage in stages.items():
+            try:
+                await stage.load()
+            except Exception as exc:
+                self.stage_status[role] = f"failed: {type(exc).__name__}: {exc}"
+                log.exception("stage_load_failed", stage=role)
+                continue
+            if id(stage) not in loaded:  # one engine may serve two roles: count its batches once
+                self._watch_batches(stage)
+                loaded.append(id(stage))
+            self.stage_status[role] = "ready"
+            log.info("stage_loaded", stage=role, backend=stage.name)
+
+    def _watch_batches(self, stage: object) -> None:
+        """Feed ``flashvl_batch_size`` from stages that batch in-process (``add_batch_listener``)."""
+        add_listener: Callable[[Callable[[float], None]], None] | None = getattr(stage, "add_batch_listener", None)
+        if add_listener is not None and self.metrics is not None:
+            add_listener(self.metrics.batch_size.labels(getattr(stage, "name", "stage")).observe)
+
+    def job_context(self, *, allow_paths: bool = False) -> TaskContext:
+        """What batch items run through: the guarded stage calls."""
+        use_language = self.settings.moderation_language != "never"
+        return TaskContext(
+            self.settings,
+            self.intake,
+            vision=self.vision,
+            language=self.language if use_language else None,
+            safety=self.safety,
+            allow_paths=allow_paths,
+        )
+
+    def open_jobs(self, store: JobStore | None = None) -> JobService:
+        """The job queue (the settings' store) and its worker, not yet started."""
+        self.jobs = JobService(
+            store or store_from_settings(self.settings),
+            self.job_context(),
+            WorkerConfig.from_settings(self.settings),
+            ready=lambda: self.ready,
+        )
+        return self.jobs
+
+    async def close(self) -> None:
+        """Stop the job worker, close every stage once, the cache, the stores and intake."""
+        if self.jobs is not None:
+            await self.jobs.stop()
+        closed: set[int] = set()
+        for stage in self.stages().values():
+            if id(stage) in closed:
+                continue
+            closed.add(id(stage))
+            with contextlib.suppress(Exception):
+                await stage.close()
+        if self.cache is not None:
+            with contextlib.suppress(Exception):
+                await self.cache.close()
+        close_reviews = getattr(self.reviews, "close", None)
+        if close_reviews is not None:
+            await asyncio.to_thread(close_reviews)
+        await self.intake.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""Shared zh/en text helpers at the bottom of the package: language detection, OCR line layout."""

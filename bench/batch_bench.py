@@ -40,23 +40,18 @@ def make_images(folder: Path, count: int) -> list[Path]:
 async def run_batch(settings, folder: Path) -> float:
     from flashvl.jobs.batch import collect_items
     from flashvl.jobs.sqlite_store import SqliteJobStore
-    from flashvl.jobs.tasks import TaskContext, make_handler
+    from flashvl.jobs.tasks import make_handler
     from flashvl.jobs.worker import WorkerConfig, run_job
-    from flashvl.media import MediaIntake
-    from flashvl.stages.registry import StageBuilder
+    from flashvl.runtime import Runtime
 
-    vision = StageBuilder(settings).vision()
-    await vision.load()
     store = SqliteJobStore(folder / "bench.sqlite3")
     store.create_job("bench", "moderate", collect_items(folder / "images"))
-    intake = MediaIntake(settings)
-    ctx = TaskContext(settings, intake, vision=vision, allow_paths=True)
-    start = time.perf_counter()
-    final = await run_job(store, "bench", make_handler("moderate", ctx), WorkerConfig.from_settings(settings))
-    seconds = time.perf_counter() - start
+    async with Runtime(settings, roles={"vision"}) as runtime:
+        ctx = runtime.job_context(allow_paths=True)
+        start = time.perf_counter()
+        final = await run_job(store, "bench", make_handler("moderate", ctx), WorkerConfig.from_settings(settings))
+        seconds = time.perf_counter() - start
     assert final["done"] == final["total"], final
-    await intake.aclose()
-    await vision.close()
     return seconds
 
 

@@ -18,9 +18,8 @@ from PIL import Image
 
 from flashvl.config import Settings
 from flashvl.media import decode_image
-from flashvl.pipeline.cache.memory import MemoryVisionCache
 from flashvl.pipeline.service import Pipeline, Query
-from flashvl.stages.offline.stage import OfflineVisionStage
+from flashvl.runtime import Runtime
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -38,9 +37,12 @@ def images(n: int) -> list:
 
 
 async def run(rounds: int) -> tuple[list[float], list[float]]:
-    vision = OfflineVisionStage.from_settings(Settings())
-    await vision.load()
-    pipeline = Pipeline(vision, None, cache=MemoryVisionCache())
+    settings = Settings(language="none", vision_cache="memory-lru", arbitration=False)
+    async with Runtime(settings, roles={"vision"}) as runtime:
+        return await measure(runtime.pipeline, rounds)
+
+
+async def measure(pipeline: Pipeline, rounds: int) -> tuple[list[float], list[float]]:
     miss, hit = [], []
     for image in images(rounds):
         query = Query([image], task="caption")

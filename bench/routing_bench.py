@@ -18,10 +18,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from flashvl.cli import load_pipeline
 from flashvl.config import Settings
 from flashvl.media import decode_image
-from flashvl.pipeline.service import Query
+from flashvl.pipeline.service import Pipeline, Query
+from flashvl.runtime import ANSWER_ROLES, Runtime
 
 RESULTS = Path(__file__).parent / "results"
 SIMPLE = [
@@ -34,12 +34,15 @@ SIMPLE = [
 
 
 async def run(rounds: int) -> dict[str, list[float]]:
+
+    settings = Settings(router_direct_without_vlm=True, vision_cache="none", max_tokens=64, arbitration=False)
+    async with Runtime(settings, roles=ANSWER_ROLES) as runtime:
+        return await measure(runtime.pipeline, settings, rounds)
+
+
+async def measure(pipeline: Pipeline, settings: Settings, rounds: int) -> dict[str, list[float]]:
     from skimage import data
 
-    settings = Settings(
-        router_direct_without_vlm=True, vision_cache="none", vision_memo_size=0, max_tokens=64, arbitration=False
-    )
-    pipeline = await load_pipeline(settings)
     buffer = io.BytesIO()
     Image.fromarray(data.chelsea()).save(buffer, "JPEG", quality=90)
     image = decode_image(buffer.getvalue(), settings, "path")
@@ -66,7 +69,7 @@ def main() -> None:
         "# Routing: auto-routed simple questions vs always-cascade\n\n"
         f"{len(SIMPLE)} simple zh/en questions x {args.rounds} rounds on skimage chelsea; "
         "offline vision stage, "
-        "llama.cpp Qwen2.5-Coder-1.5B, max_tokens 64, vision cache and observation memo off.\n\n"
+        "llama.cpp Qwen2.5-Coder-1.5B, max_tokens 64, vision cache off.\n\n"
         "| mode | p50 | max |\n|---|---|---|\n"
         f"| auto (classifier -> direct) | {auto:.2f} s | {max(times['auto']):.2f} s |\n"
         f"| always cascade | {cascade:.2f} s | {max(times['cascade']):.2f} s |\n\n"

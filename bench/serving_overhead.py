@@ -31,10 +31,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from flashvl.cli import load_pipeline
 from flashvl.config import Settings, load_settings
 from flashvl.media import decode_image
 from flashvl.pipeline.service import Pipeline, Query
+from flashvl.runtime import ANSWER_ROLES, Runtime
 from flashvl.testing import memory_mib, start_server, stop_server
 
 RESULTS = Path(__file__).parent / "results"
@@ -209,7 +209,7 @@ def photo_jpeg() -> bytes:
 
 async def run(args: argparse.Namespace) -> int:
     # No caching on either side: every request does the real work, so the ratio is the serving overhead.
-    settings = load_settings({"max_tokens": args.max_tokens, "vision_cache": "none", "vision_memo_size": 0})
+    settings = load_settings({"max_tokens": args.max_tokens, "vision_cache": "none"})
     image = photo_jpeg()
     endpoints = [
         Endpoint("/infer (rule)", "/infer", RULE_QUESTION, args.n_rule, "rule"),
@@ -221,14 +221,17 @@ async def run(args: argparse.Namespace) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="flashvl-bench-")) / "server.log"
     print(f"starting flashvl serve (log: {log_path})", file=sys.stderr)
     server = start_server(
-        ["--max-tokens", str(args.max_tokens), "--vision-cache", "none", "--vision-memo-size", "0"],
+        ["--max-tokens", str(args.max_tokens), "--vision-cache", "none"],
         log_path,
         timeout_s=READY_TIMEOUT_S,
     )
     proc, base, cold_start = server.proc, server.base, server.ready_s
+    runtime: Runtime | None = None
     try:
         start = time.perf_counter()
-        pipeline = await load_pipeline(settings)
+        runtime = Runtime(settings, roles=ANSWER_ROLES)
+        await runtime.start()
+        pipeline = runtime.pipeline
         local_load = time.perf_counter() - start
         with httpx.Client(base_url=base, timeout=settings.request_timeout_s) as client:
             for e in endpoints:
@@ -242,6 +245,8 @@ async def run(args: argparse.Namespace) -> int:
         memory = memory_mib(proc.pid)
     finally:
         stop_server(proc)
+        if runtime is not None:
+            await runtime.close()
     load_after = os.getloadavg()
     for e in endpoints:
         if e.routes != {f"http:{e.expected_route}", f"local:{e.expected_route}"}:
@@ -256,7 +261,7 @@ async def run(args: argparse.Namespace) -> int:
         f"({len(image) / 1024:.0f} KiB; base64 JSON for /infer, multipart for /caption)",
         "questions": f"rule: {RULE_QUESTION!r}; cascade: {CASCADE_QUESTION!r}",
         "cold start (process start -> /readyz 200)": f"{cold_start:.2f} s "
-        f"(in-process load_pipeline: {local_load:.2f} s)",
+        f"(in-process runtime start: {local_load:.2f} s)",
         "HTTP floor (GET /healthz round trip, keep-alive)": f"p50 {pct(floor, 50) * 1e3:.2f} ms, "
         f"p99 {pct(floor, 99) * 1e3:.2f} ms",
         "server RSS after the run": f"{memory['VmRSS']:.0f} MiB (peak {memory['VmHWM']:.0f} MiB)",

@@ -138,12 +138,6 @@ class Settings(BaseSettings):
         description="Images are downscaled to at most this many pixels before analysis (boxes map back).",
         **_group("stages"),
     )
-    vision_memo_size: int = Field(
-        64,
-        ge=0,
-        description="Images whose offline observations are kept for follow-up questions (0: off).",
-        **_group("stages"),
-    )
     vision_threads: int = Field(
         0, ge=0, description="ONNX Runtime threads per vision model (0: all cores).", **_group("stages")
     )
@@ -408,7 +402,7 @@ class Settings(BaseSettings):
         [],
         description=(
             "API keys as 'name:scope+scope:sha256hex' (the sha256 of the key, never the key; "
-            "scopes: infer, batch, admin). Make one with: python -m flashvl.security.auth new-key NAME."
+            "scopes: infer, batch, review, admin). Make one with: flashvl keys new NAME --scopes infer."
         ),
         **_group("security"),
     )

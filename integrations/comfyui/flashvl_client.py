@@ -179,7 +179,9 @@ class FlashvlClient:
                 "shortly, or lower concurrency."
             )
         elif status == 504:
-            fix = "The server gave up on the answer (its --request-timeout-s); try a smaller image or a simpler question."
+            fix = (
+                "The server gave up on the answer (its --request-timeout-s); try a smaller image or a simpler question."
+            )
         elif status in (400, 422):
             fix = "The server refused this input; the message above says which part."
         else:

@@ -114,7 +114,9 @@ def dumps(value: Any) -> str:
 # ---------------------------------------------------------------------- batches
 
 
-def run_batch(node: str, images: list[torch.Tensor], one: Callable[[int, torch.Tensor], T], concurrency: int) -> list[T]:
+def run_batch(
+    node: str, images: list[torch.Tensor], one: Callable[[int, torch.Tensor], T], concurrency: int
+) -> list[T]:
     """``one(i, image)`` for every image, at most ``concurrency`` at once; results in batch order.
 
     Shows progress on the node and stops early when the user cancels the run."""
@@ -297,9 +299,7 @@ def folder_fingerprint(folder: str) -> str:
         return folder
 
 
-def save_jsonl(
-    records: list[str], names: list[str] | None, filename_prefix: str
-) -> tuple[str, dict[str, list[Any]]]:
+def save_jsonl(records: list[str], names: list[str] | None, filename_prefix: str) -> tuple[str, dict[str, list[Any]]]:
     """Write one JSONL file in ComfyUI's output directory; returns its path relative to that directory."""
     node = "FlashvlSaveJSONL"
     import folder_paths

@@ -26,7 +26,12 @@ def _client_inputs() -> list:
     return [
         io.String.Input("server_url", default=default_server_url(), tooltip=core.TOOLTIPS["server_url"]),
         io.Float.Input(
-            "timeout_s", default=DEFAULT_TIMEOUT_S, min=1.0, max=3600.0, optional=True, tooltip=core.TOOLTIPS["timeout_s"]
+            "timeout_s",
+            default=DEFAULT_TIMEOUT_S,
+            min=1.0,
+            max=3600.0,
+            optional=True,
+            tooltip=core.TOOLTIPS["timeout_s"],
         ),
         io.Int.Input(
             "concurrency",
@@ -54,9 +59,15 @@ class FlashvlAsk(io.ComfyNode):
                 *_client_inputs(),
             ],
             [
-                io.String.Output("answer", is_output_list=True, tooltip="One answer per image. / 每张图一个回答。"),
+                io.String.Output(
+                    "answer",
+                    display_name="answer",
+                    is_output_list=True,
+                    tooltip="One answer per image. / 每张图一个回答。",
+                ),
                 io.String.Output(
                     "details_json",
+                    display_name="details_json",
                     is_output_list=True,
                     tooltip="The whole /infer response: route, stages, boxes, confidence. / 完整响应 (JSON)。",
                 ),
@@ -74,7 +85,7 @@ class FlashvlCaption(io.ComfyNode):
         return _schema(
             "FlashvlCaption",
             [_image_input(), *_client_inputs()],
-            [io.String.Output("caption", is_output_list=True)],
+            [io.String.Output("caption", display_name="caption", is_output_list=True)],
         )
 
     @classmethod
@@ -89,9 +100,9 @@ class FlashvlOCR(io.ComfyNode):
             "FlashvlOCR",
             [_image_input(), *_client_inputs()],
             [
-                io.String.Output("text", is_output_list=True),
-                io.String.Output("lines_json", is_output_list=True),
-                io.String.Output("tables_markdown", is_output_list=True),
+                io.String.Output("text", display_name="text", is_output_list=True),
+                io.String.Output("lines_json", display_name="lines_json", is_output_list=True),
+                io.String.Output("tables_markdown", display_name="tables_markdown", is_output_list=True),
             ],
         )
 
@@ -107,9 +118,11 @@ class FlashvlModerate(io.ComfyNode):
             "FlashvlModerate",
             [_image_input(), *_client_inputs()],
             [
-                io.Boolean.Output("is_sensitive", is_output_list=True),
-                io.String.Output("suggestion", is_output_list=True, tooltip="pass / review / block"),
-                io.String.Output("verdict_json", is_output_list=True),
+                io.Boolean.Output("is_sensitive", display_name="is_sensitive", is_output_list=True),
+                io.String.Output(
+                    "suggestion", display_name="suggestion", is_output_list=True, tooltip="pass / review / block"
+                ),
+                io.String.Output("verdict_json", display_name="verdict_json", is_output_list=True),
             ],
         )
 
@@ -142,8 +155,13 @@ class FlashvlDetect(io.ComfyNode):
                 *_client_inputs()[1:],
             ],
             [
-                io.String.Output("boxes_json", is_output_list=True, tooltip="[{label, score, box: [x1,y1,x2,y2]}]"),
-                io.Mask.Output("mask", tooltip="[B,H,W], 1 inside the kept boxes. / 框内为 1。"),
+                io.String.Output(
+                    "boxes_json",
+                    display_name="boxes_json",
+                    is_output_list=True,
+                    tooltip="[{label, score, box: [x1,y1,x2,y2]}]",
+                ),
+                io.Mask.Output("mask", display_name="mask", tooltip="[B,H,W], 1 inside the kept boxes. / 框内为 1。"),
             ],
         )
 
@@ -167,7 +185,10 @@ class FlashvlLoadImageFolder(io.ComfyNode):
         return _schema(
             "FlashvlLoadImageFolder",
             [io.String.Input("folder", default="flashvl", tooltip="A folder inside ComfyUI's input directory.")],
-            [io.Image.Output("images", is_output_list=True), io.String.Output("filenames", is_output_list=True)],
+            [
+                io.Image.Output("images", display_name="images", is_output_list=True),
+                io.String.Output("filenames", display_name="filenames", is_output_list=True),
+            ],
         )
 
     @classmethod
@@ -189,7 +210,7 @@ class FlashvlSaveJSONL(io.ComfyNode):
                 io.String.Input("names", force_input=True, optional=True, tooltip="e.g. filenames"),
                 io.String.Input("filename_prefix", default="flashvl/results"),
             ],
-            [io.String.Output("path")],
+            [io.String.Output("path", display_name="path")],
             is_input_list=True,
             is_output_node=True,
         )

@@ -15,12 +15,14 @@ from PIL import Image
 
 from flashvl.config import Settings
 from flashvl.media import decode_image
+from flashvl.pipeline.arbitration import Arbiter
 from flashvl.pipeline.arbitration_policy import parse_vote
-from flashvl.pipeline.service import Answer, Pipeline, Query
+from flashvl.pipeline.service import Answer, Query
 from flashvl.stages.base import ChatRequest, Generation, TextDelta
 from flashvl.stages.brain_model import ensure_brain_model
 from flashvl.stages.llamacpp import LlamaCppLanguageStage
 from flashvl.stages.offline.stage import OfflineVisionStage
+from tests.pipelines import build_pipeline
 
 WRONG = "Two dogs are playing football on a green lawn."
 
@@ -62,14 +64,15 @@ def test_the_voter_runs_on_an_open_conflict_and_decides_the_review() -> None:
         voter = LlamaCppLanguageStage(ensure_brain_model(settings.model_dir), slots=1, ctx=4096, name="voter")
         await vision.load()
         await voter.load()
-        pipeline = Pipeline.from_settings(settings, vision, ScriptedLanguage())
+        arbiter = Arbiter(settings.arbitration_similarity_threshold)
+        pipeline = build_pipeline(vision, ScriptedLanguage(), arbiter=arbiter)
+        voting = build_pipeline(vision, ScriptedLanguage(), arbiter=arbiter, voter=voter)
         buffer = io.BytesIO()
         Image.fromarray(data.coffee()).save(buffer, "JPEG")
         image = decode_image(buffer.getvalue(), settings, "path")
         query = Query([image], "What is happening here?", route="cascade", include_intermediate=True)
         without = await pipeline.answer(query)
-        pipeline.voter = voter
-        with_vote = await pipeline.answer(query)
+        with_vote = await voting.answer(query)
         await voter.close()
         return without, with_vote
 

@@ -25,10 +25,11 @@ from flashvl.errors import StageUnavailable
 from flashvl.media import decode_image
 from flashvl.media.types import LoadedImage
 from flashvl.pipeline.cache.memory import MemoryVisionCache
-from flashvl.pipeline.service import Pipeline, Query
+from flashvl.pipeline.service import Query
 from flashvl.stages.base import ChatRequest, Generation, TextDelta
 from flashvl.stages.offline.stage import OfflineVisionStage
 from tests.conftest import free_port
+from tests.pipelines import build_pipeline
 
 pytestmark = pytest.mark.slow
 UPSTREAM = r"""
@@ -108,7 +109,7 @@ def test_language_killed_and_restarted_under_load(vision: OfflineVisionStage) ->
     port = free_port()
     upstream = start_upstream(port)
     language = MiniOpenAIStage(f"http://127.0.0.1:{port}")
-    pipeline = Pipeline(
+    pipeline = build_pipeline(
         vision,
         language,
         cache=MemoryVisionCache(),
@@ -158,7 +159,7 @@ def test_language_killed_and_restarted_under_load(vision: OfflineVisionStage) ->
 
 def test_vision_down_moderation_fallback_else_503(vision: OfflineVisionStage) -> None:
     broken = OfflineVisionStage.from_settings(Settings())  # never loaded: every see() fails for real
-    pipeline = Pipeline(broken, None, breaker_failures=1, breaker_reset_s=30)
+    pipeline = build_pipeline(broken, None, breaker_failures=1, breaker_reset_s=30)
     image = cat()
     moderation = asyncio.run(pipeline.answer(Query([image], "Is this gun picture allowed to be posted?")))
     assert moderation.route == "fallback" and moderation.degraded and moderation.needs_review
@@ -167,8 +168,8 @@ def test_vision_down_moderation_fallback_else_503(vision: OfflineVisionStage) ->
         asyncio.run(pipeline.answer(Query([image], "What is the cat doing?")))
     assert refused.value.status == 503 and refused.value.retry_after >= 1
     # a cache hit still answers while the stage is down
-    cached = Pipeline(broken, None, cache=MemoryVisionCache())
-    warm = Pipeline(vision, None, cache=cached.cache)
+    cached = build_pipeline(broken, None, cache=MemoryVisionCache())
+    warm = build_pipeline(vision, None, cache=cached.cache)
     asyncio.run(warm.answer(Query([image], task="caption")))
     assert asyncio.run(cached.answer(Query([image], task="caption"))).stages[0].cached
 
@@ -180,7 +181,7 @@ def test_a_vlm_that_is_down_trips_the_breaker_then_fails_fast_with_the_fallback(
 
     port = free_port()  # nothing listens here: every connection is refused, on loopback only
     upstream = OpenAICompatStage(f"http://127.0.0.1:{port}/v1", "glm-4.6v-flash", role="vision", retries=0)
-    pipeline = Pipeline(upstream, None, breaker_failures=2, breaker_reset_s=30)
+    pipeline = build_pipeline(upstream, None, breaker_failures=2, breaker_reset_s=30)
 
     async def run() -> tuple[list[int], object]:
         await upstream.load()
@@ -204,7 +205,7 @@ def test_a_vlm_that_is_down_trips_the_breaker_then_fails_fast_with_the_fallback(
 
 
 def test_disclaimer_and_intermediate_on_rule_answers(vision: OfflineVisionStage) -> None:
-    pipeline = Pipeline(vision, None)
+    pipeline = build_pipeline(vision, None)
     answer = asyncio.run(
         pipeline.answer(Query([cat()], "Is this image safe for work? Any legal risk?", include_intermediate=True))
     )

@@ -13,9 +13,11 @@ from PIL import Image
 from flashvl.config import Settings
 from flashvl.media import decode_image
 from flashvl.media.types import LoadedImage
-from flashvl.pipeline.service import Answer, Pipeline, Query
+from flashvl.pipeline.cache.memory import MemoryVisionCache
+from flashvl.pipeline.service import Answer, Query
 from flashvl.stages.base import TextDelta, VisionRequest
 from flashvl.stages.offline.stage import OfflineVisionStage
+from tests.pipelines import build_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +38,7 @@ def load(name: str) -> LoadedImage:
 
 
 def test_vision_only_answers_carry_a_notice_in_the_question_language(stage: OfflineVisionStage) -> None:
-    pipeline = Pipeline(stage, None)
+    pipeline = build_pipeline(stage, None)
     en = asyncio.run(pipeline.answer(Query([load("chelsea")], "What is the cat doing?")))
     zh = asyncio.run(pipeline.answer(Query([load("chelsea")], "这只猫在做什么?")))
     assert (en.route, en.notice) == ("vision-only", "image description only")
@@ -46,14 +48,14 @@ def test_vision_only_answers_carry_a_notice_in_the_question_language(stage: Offl
 
 
 def test_rule_route_needs_no_language_stage(stage: OfflineVisionStage) -> None:
-    answer = asyncio.run(Pipeline(stage, None).answer(Query([load("coffee")], "Is this image safe for work?")))
+    answer = asyncio.run(build_pipeline(stage, None).answer(Query([load("coffee")], "Is this image safe for work?")))
     assert answer.route == "rule" and answer.text.startswith("Yes") and answer.confidence > 0.5
     assert answer.stages[0].backend == "offline-pipeline" and answer.stages[0].seconds > 0
 
 
 def test_stream_yields_text_then_the_final_answer(stage: OfflineVisionStage) -> None:
     async def collect() -> list[object]:
-        return [event async for event in Pipeline(stage, None).stream(Query([load("rocket")], task="caption"))]
+        return [event async for event in build_pipeline(stage, None).stream(Query([load("rocket")], task="caption"))]
 
     events = asyncio.run(collect())
     assert isinstance(events[0], TextDelta) and isinstance(events[-1], Answer)
@@ -83,13 +85,23 @@ def test_large_images_are_analysed_downscaled_with_boxes_in_original_pixels(
 
 
 def test_a_second_question_about_the_same_image_reuses_its_observations(stage: OfflineVisionStage) -> None:
+    """One vision cache: the observations are keyed per image (not per question), and the response
+    says ``hit`` when a second question reused them."""
     buffer = io.BytesIO()
     load("coffee").image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buffer, "JPEG")
     image = decode_image(buffer.getvalue(), Settings(), "path")  # bytes no other test has sent
-    first = asyncio.run(stage.see(VisionRequest([image], "What colour is the cup?")))
-    second = asyncio.run(stage.see(VisionRequest([image], "Is this image safe for work?")))
-    assert "detect" in first.timings.steps and "observations_reused" in second.timings.steps
-    assert first.answer_source == "rule:colour" and second.answer_source == "rule:safety"
-    other = asyncio.run(stage.see(VisionRequest([load("chelsea")], "Is this image safe for work?")))
-    assert other.observations["image"] == {"width": 451, "height": 300}, "never another image's observations"
+    pipeline = build_pipeline(stage, cache=MemoryVisionCache())
+
+    async def run() -> list[Answer]:
+        questions = ["What colour is the cup?", "Is this image safe for work?"]
+        answers = [await pipeline.answer(Query([image], question)) for question in questions]
+        return [*answers, await pipeline.answer(Query([load("chelsea")], questions[1]))]
+
+    first, second, other = asyncio.run(run())
+    assert first.cache["vision"] == "miss" and "detect" in first.stages[0].steps
+    assert second.cache["vision"] == "hit" and second.stages[0].cached
+    assert "detect" not in second.stages[0].steps, "no model ran for the second question"
+    assert first.confidence_source == "rule:colour" and second.confidence_source == "rule:safety"
+    assert other.cache["vision"] == "miss", "never another image's observations"
+    assert other.observations["image"] == {"width": 451, "height": 300}
     assert "cup" not in {o["label"] for o in other.observations["objects"]}

@@ -3,7 +3,8 @@
 Two ``flashvl serve --vision glm4v:DIR --vision-cache redis`` processes on a tiny local GLM-4.6V-
 architecture model (random weights: its greedy answer depends on the image): what one computed, the
 other serves as a hit; a restarted server still hits; another image, question or parameter, and
-another model's server, never hit an entry that is not theirs.
+another model's server, never hit an entry that is not theirs. Then two servers of the offline default
+stage: the observations one process made of an image answer another process's different question.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import base64
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -63,45 +64,40 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"one": build_tiny_glm4v(root / "one", seed=1), "other": build_tiny_glm4v(root / "other", seed=2)}
 
 
-def _data_url(path: Path) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode()
+def _start_together(*runs: tuple[list[str], Path]) -> list[tuple[subprocess.Popen, str]]:
+    """Start several servers side by side (they load in parallel); none is left running on failure."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = [pool.submit(start_server, args, log) for args, log in runs]
+        wait(futures)
+    started = [future.result() for future in futures if future.exception() is None]
+    if len(started) < len(runs):
+        for proc, _ in started:
+            stop_server(proc)
+        raise next(exc for future in futures if (exc := future.exception()) is not None)
+    return started
+
+
+def _ask(base: str, image: Path, prompt: str, **fields: Any) -> dict[str, Any]:
+    body = {"image_base64": "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode(), "prompt": prompt}
+    response = httpx.post(f"{base}/infer", json=body | fields, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 def test_servers_share_vision_entries_through_redis(
     redis_url: str, models: dict[str, Path], image_dir: Path, tmp_path: Path
 ) -> None:
-    def serve(model: Path, log_name: str) -> Callable[[], tuple[subprocess.Popen, str]]:
-        args = [
-            "--vision",
-            f"glm4v:{model}",
-            "--language",
-            "none",
-            "--route-default",
-            "direct",
-            "--glm-device",
-            "cpu",
-            "--max-tokens",
-            "8",
-            "--vision-cache",
-            "redis",
-            "--vision-cache-redis-url",
-            redis_url,
-        ]
-        return lambda: start_server(args, tmp_path / log_name)
+    def serve(model: Path, log_name: str) -> tuple[list[str], Path]:
+        args = ["--vision", f"glm4v:{model}", "--language", "none", "--route-default", "direct"]
+        args += ["--glm-device", "cpu", "--max-tokens", "8"]
+        return [*args, "--vision-cache", "redis", "--vision-cache-redis-url", redis_url], tmp_path / log_name
 
-    def start_all(*starters: Callable[[], tuple[subprocess.Popen, str]]) -> list[tuple[subprocess.Popen, str]]:
-        with ThreadPoolExecutor(len(starters)) as pool:  # the processes load side by side
-            return list(pool.map(lambda start: start(), starters))
-
-    def ask(base: str, image: str = "coffee", **fields: Any) -> dict[str, Any]:
-        body = {"image_base64": _data_url(image_dir / f"{image}.jpg"), "prompt": "What is this?", "temperature": 0}
-        response = httpx.post(f"{base}/infer", json=body | fields, timeout=120)
-        assert response.status_code == 200, response.text
-        return response.json()
+    def ask(base: str, image: str = "coffee", prompt: str = "What is this?", **fields: Any) -> dict[str, Any]:
+        return _ask(base, image_dir / f"{image}.jpg", prompt, temperature=0, **fields)
 
     procs: list[subprocess.Popen] = []
     try:
-        (first, a), (second, b) = start_all(serve(models["one"], "a.log"), serve(models["one"], "b.log"))
+        (first, a), (second, b) = _start_together(serve(models["one"], "a.log"), serve(models["one"], "b.log"))
         procs += [first, second]
 
         computed = ask(a)
@@ -120,7 +116,7 @@ def test_servers_share_vision_entries_through_redis(
 
         # A restarted server keeps its hits; a server of another model shares none of them.
         stop_server(first)
-        (first, a), (third, c) = start_all(serve(models["one"], "a2.log"), serve(models["other"], "c.log"))
+        (first, a), (third, c) = _start_together(serve(models["one"], "a2.log"), serve(models["other"], "c.log"))
         procs += [first, third]
         assert ask(a)["cache"]["vision"] == "hit"
         assert ask(a, image="chelsea")["cache"]["vision"] == "hit"
@@ -131,3 +127,26 @@ def test_servers_share_vision_entries_through_redis(
         for proc in procs:
             if proc.poll() is None:
                 stop_server(proc)
+
+
+def test_offline_servers_share_observations_through_redis(redis_url: str, image_dir: Path, tmp_path: Path) -> None:
+    args = ["--vision", "offline", "--language", "none", "--vision-cache", "redis", "--vision-cache-redis-url"]
+    (first, a), (second, b) = _start_together(
+        ([*args, redis_url], tmp_path / "a.log"), ([*args, redis_url], tmp_path / "b.log")
+    )
+
+    def ask(base: str, image: str, prompt: str, **fields: Any) -> dict[str, Any]:
+        return _ask(base, image_dir / f"{image}.jpg", prompt, **fields)
+
+    try:
+        first_answer = ask(a, "rocket", "What is in the picture?")
+        assert first_answer["cache"] == {"vision": "miss", "backend": "redis"}, first_answer["cache"]
+        assert ask(b, "rocket", "What is in the picture?")["cache"]["vision"] == "hit"
+        # Another question about the same image: the other process's observations, no model run.
+        assert ask(b, "rocket", "图片的背景是什么颜色?")["cache"]["vision"] == "hit"
+        assert ask(b, "astronaut", "What is in the picture?")["cache"]["vision"] == "miss"
+        assert ask(a, "rocket", "What is in the picture?", max_pixels=100_000)["cache"]["vision"] == "miss"
+        assert ask(a, "astronaut", "Who is this?")["cache"]["vision"] == "hit"
+    finally:
+        stop_server(first)
+        stop_server(second)

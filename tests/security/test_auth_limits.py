@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
+from flashvl.pipeline.admission import ModelGate
 from flashvl.security.auth import Authenticator, AuthError, hash_key, new_key, parse_key_entry
-from flashvl.security.limits import InFlight, ModelGate, RateLimits
+from flashvl.security.limits import InFlight, RateLimits
 from flashvl.security.middleware import is_public
 from flashvl.security.network import ClientAddressPolicy
 from flashvl.security.startup import serve_refusal

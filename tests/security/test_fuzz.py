@@ -35,7 +35,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
             "--language",
             "none",
             "--api-keys",
-            f"fuzz:infer:{hash_key(KEY)}",
+            f"fuzz:infer+batch+review:{hash_key(KEY)}",  # every route's scope, so requests reach the handlers
             "--fetch-allow-hosts",
             "images.fuzz.invalid",
             "--rate-limit-per-key",

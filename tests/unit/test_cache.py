@@ -24,8 +24,13 @@ def _image(value: int) -> LoadedImage:
     return decode_image(buffer.getvalue(), Settings(), "path")
 
 
-def _result(text: str) -> VisionResult:
+def _vision_result(text: str) -> VisionResult:
     return VisionResult("s", text, {"objects": []}, boxes=[Box("cat", 0.9, 1, 2, 3, 4)], timings=Timings({"x": 1.0}))
+
+
+def _result(text: str) -> dict:
+    """What the cache holds: JSON-able values (a result as ``result_to_dict`` makes it)."""
+    return result_to_dict(_vision_result(text))
 
 
 def test_key_changes_with_image_stage_model_setting_and_parameters() -> None:
@@ -51,9 +56,9 @@ def test_lru_evicts_least_recently_used_and_counts() -> None:
         cache = MemoryVisionCache("lru", max_items=2)
         await cache.set("a", _result("A"))
         await cache.set("b", _result("B"))
-        assert (await cache.get("a")).description == "A"  # a is now most recent
+        assert (await cache.get("a"))["description"] == "A"  # a is now most recent
         await cache.set("c", _result("C"))  # evicts b
-        assert await cache.get("b") is None and (await cache.get("c")).description == "C"
+        assert await cache.get("b") is None and (await cache.get("c"))["description"] == "C"
         return cache
 
     cache = asyncio.run(run())
@@ -91,9 +96,9 @@ def test_hits_are_copies_and_results_round_trip_through_json() -> None:
     cache = MemoryVisionCache()
     asyncio.run(cache.set("a", _result("A")))
     first = asyncio.run(cache.get("a"))
-    first.description = "changed"
-    assert asyncio.run(cache.get("a")).description == "A"
-    back = result_from_dict(result_to_dict(_result("A")))
+    first["description"] = "changed"
+    assert asyncio.run(cache.get("a"))["description"] == "A"
+    back = result_from_dict(_result("A"))
     assert back.boxes[0].label == "cat" and back.timings.steps == {"x": 1.0} and back.description == "A"
 
 

@@ -218,6 +218,8 @@ def test_llamacpp_trusts_the_bundled_models_verification_marker(tmp_path: Path) 
     gguf.write_bytes(b"changed after verification")  # size and mtime no longer match the marker
     assert verified_sha256(gguf) is None
     assert LlamaCppLanguageStage(gguf).fingerprint()["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    # The bundled model before it is assembled (at load): the pinned hash it is verified against.
+    assert LlamaCppLanguageStage(None).fingerprint()["sha256"] == BRAIN_MODEL_SHA256
 
 
 # ------------------------------------------------------------------ OpenAI-compatible upstream

@@ -28,9 +28,12 @@ test: $(VENV)/.installed-dev
 	bash scripts/system-deps.sh
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# Style, import contracts (layers: pyproject.toml [tool.importlinter]) and types (mypy).
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check flashvl tests bench scripts
-	$(BIN)/ruff format --check flashvl tests bench scripts
+	$(BIN)/ruff check flashvl tests bench scripts integrations
+	$(BIN)/ruff format --check flashvl tests bench scripts integrations
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 eval: $(VENV)/.installed-dev
 	$(BIN)/flashvl eval $(ARGS)

@@ -204,8 +204,8 @@ async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _batch(settings: Settings, args: argparse.Namespace) -> int:
     from flashvl.errors import FlashvlError
+    from flashvl.jobs.backends import store_from_settings
     from flashvl.jobs.batch import collect_items, default_job_id, run_batch
-    from flashvl.jobs.store import store_from_settings
     from flashvl.jobs.tasks import needs
     from flashvl.jobs.worker import WorkerConfig
 

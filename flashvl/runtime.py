@@ -19,15 +19,16 @@ from collections.abc import Callable
 from typing import Any
 
 from flashvl.config import Settings
+from flashvl.jobs.backends import store_from_settings
 from flashvl.jobs.service import JobService
-from flashvl.jobs.store import JobStore, store_from_settings
+from flashvl.jobs.store import JobStore
 from flashvl.jobs.tasks import TaskContext
 from flashvl.jobs.worker import WorkerConfig
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.admission import ModelGate
 from flashvl.pipeline.arbitration import Arbiter
-from flashvl.pipeline.cache.base import build_cache
+from flashvl.pipeline.cache.factory import build_cache
 from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
 from flashvl.pipeline.resilience import CircuitBreaker

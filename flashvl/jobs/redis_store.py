@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -151,9 +152,9 @@ class RedisJobStore:
 
     def list_jobs(self, owner: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         if owner is not None:
-            ids = list(self._redis.zrevrange(OWNER_JOBS + owner, 0, limit - 1))
+            ids = [str(j) for j in self._redis.zrevrange(OWNER_JOBS + owner, 0, limit - 1)]
         else:
-            ids = list(self._redis.smembers(JOBS))
+            ids = [str(j) for j in self._redis.smembers(JOBS)]
         pipe = self._redis.pipeline()
         for job_id in ids:
             pipe.hgetall(self._k(job_id, "meta"))
@@ -161,7 +162,7 @@ class RedisJobStore:
         return sorted(jobs, key=lambda job: (-job["created"], job["job_id"]))[:limit]
 
     def open_jobs(self) -> list[str]:
-        return sorted(j for j in self._redis.smembers(JOBS) if not self.progress(j)["finished"])
+        return sorted(str(j) for j in self._redis.smembers(JOBS) if not self.progress(str(j))["finished"])
 
     def claim(self, job_id: str, limit: int, lease_s: float) -> list[Claimed]:
         now = time.time()
@@ -203,7 +204,7 @@ class RedisJobStore:
         )
 
     def release_orphans(self, job_id: str) -> int:
-        tokens = set(self._redis.hvals(self._k(job_id, "token")))
+        tokens = {str(t) for t in self._redis.hvals(self._k(job_id, "token"))}
         dead = [t for t in tokens if holder_is_dead(t)]
         if not dead:
             return 0
@@ -262,7 +263,7 @@ class RedisJobStore:
         self._redis.close()
 
 
-def _job(job_id: str, meta: dict[str, str]) -> dict[str, Any] | None:
+def _job(job_id: str, meta: Mapping[Any, Any]) -> dict[str, Any] | None:
     if not meta or "task" not in meta:
         return None
     return {

@@ -31,5 +31,5 @@ class Embedder:
                         os.environ.pop("OMP_NUM_THREADS", None)
                     else:
                         os.environ["OMP_NUM_THREADS"] = before
-            vectors = self._model.query(texts)
+            vectors = self._model.query(texts)  # type: ignore[attr-defined]
         return np.atleast_2d(np.asarray(vectors, dtype=np.float32))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -53,6 +53,7 @@ from flashvl.stages.base import (
     VisionRequest,
     VisionResult,
     VisionStage,
+    aclose,
 )
 
 RequestT = TypeVar("RequestT", ChatRequest, VisionRequest)
@@ -195,7 +196,7 @@ class GuardedVision:
             return VisionDown(exc.message)
         return VisionDown(f"{type(exc).__name__}: {exc}"[:200])
 
-    async def stream(self, request: VisionRequest, *, live: bool) -> AsyncIterator[TextDelta | Seen]:
+    async def stream(self, request: VisionRequest, *, live: bool) -> AsyncGenerator[TextDelta | Seen, None]:
         """A VLM's own answer (no deadline of its own: a long answer is bounded by the request's),
         from the cache when a greedy answer to the same question about the same image is there."""
         assert isinstance(self.stage, StreamingVisionStage)
@@ -252,7 +253,7 @@ class GuardedVision:
                 raise StageUnavailable(stage.name, f"the vision stage failed mid-answer: {down}") from exc
             raise down from exc
         finally:
-            await stream.aclose()
+            await aclose(stream)
         self.breaker.success()
         yield seen
 
@@ -292,7 +293,9 @@ class GuardedLanguage:
             self.name, f"{self.role} stage unavailable ({reason})", retry_after=self.breaker.retry_after() or 5.0
         )
 
-    async def stream(self, request: ChatRequest, *, live: bool) -> AsyncIterator[TextDelta | Generation | Failure]:
+    async def stream(
+        self, request: ChatRequest, *, live: bool
+    ) -> AsyncGenerator[TextDelta | Generation | Failure, None]:
         async with _admit(self.admission):
             async for event in self._stream_stage(request, live):
                 yield event
@@ -341,7 +344,7 @@ class GuardedLanguage:
             self.breaker.failure()
             failure = f"{type(exc).__name__}: {exc}"[:200]
         finally:
-            await stream.aclose()  # cancels the generation if our consumer went away
+            await aclose(stream)  # cancels the generation if our consumer went away
         if final is not None and self._observe:
             self._observe(self.role, self.name, loop.time() - start)
         yield final if final is not None else Failure(failure or "no answer", emitted)

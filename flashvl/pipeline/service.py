@@ -19,7 +19,7 @@ Routes:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
@@ -92,7 +92,7 @@ class Pipeline:
         assert final is not None
         return final
 
-    async def stream(self, query: Query) -> AsyncIterator[TextDelta | Answer]:
+    async def stream(self, query: Query) -> AsyncGenerator[TextDelta | Answer, None]:
         """Yield answer pieces as they are produced, then the final ``Answer``."""
         final: Answer | None = None
         async for event in self._route(query):
@@ -101,7 +101,7 @@ class Pipeline:
             else:
                 yield event
         assert final is not None
-        line, domains = ("", [])
+        line, domains = "", list[str]()
         if self.disclaimers and query.task != "caption":
             line, domains = disclaimer_for(
                 query.question, detect_language(query.question), self.disclaimers, final.confidence_source
@@ -238,7 +238,7 @@ class Pipeline:
         if final.degraded:
             final.text = seen.description
             final.route = "vision-only"
-            final.notice = NOTICE_VISION_ONLY[lang]  # type: ignore[index]
+            final.notice = NOTICE_VISION_ONLY[lang]
             yield TextDelta(("\n\n" if final.completion_tokens else "") + seen.description)
         elif self.arbiter is not None:
             await arbitrate(self, query, seen, final, lang)

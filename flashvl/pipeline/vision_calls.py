@@ -37,7 +37,7 @@ def vision_down(pipeline: Pipeline, query: Query, lang: str, exc: VisionDown) ->
         language_stage=None,
         confidence_source="rule:keyword-fallback",
         notice=NOTICE_FALLBACK[lang],
-        degraded=True,  # type: ignore[index]
+        degraded=True,
         route_decision={"route": "fallback", "strategy": "degradation", "reason": str(exc)},
         needs_review=fallback.flagged,
         review_reasons=[f"keyword: {w}" for w in fallback.matched],

@@ -22,7 +22,7 @@ SCOPE_HELP = (
 )
 
 
-def add_keys_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_keys_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``keys`` command on the ``flashvl`` parser."""
     keys = commands.add_parser("keys", help="Make API keys.", description="Make API keys.")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -268,8 +268,17 @@ async def final_result(stream: AsyncIterator[Any], kind: type[ResultT], stage: s
 
     The stream is closed either way, so an abandoned call cancels its generation.
     """
-    async with aclosing(stream) as events:
-        async for event in events:
+    try:
+        async for event in stream:
             if isinstance(event, kind):
                 return event
+    finally:
+        await aclose(stream)
     raise StageUnavailable(stage, "the stream ended without a result")
+
+
+async def aclose(stream: AsyncIterator[Any]) -> None:
+    """Close a stage's stream (an async generator: closing it cancels the work behind it)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

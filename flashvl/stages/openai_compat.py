@@ -22,7 +22,7 @@ import io
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,7 +44,7 @@ from flashvl.stages.base import (
     VisionResult,
     final_result,
 )
-from flashvl.stages.glm4v.output import StreamParser, parse_output
+from flashvl.stages.glm_output import StreamParser, parse_output
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 REJECT_STATUSES = {400, 413, 422}
@@ -243,7 +243,7 @@ class OpenAICompatStage:
             ) from exc
         raise StageUnavailable(self.name, "no attempt was made")  # pragma: no cover - tenacity always tries
 
-    async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """The upstream's stream chunks (SSE ``data:`` JSON). Closing this closes the connection."""
         response = await self._open(body)
         try:

@@ -326,7 +326,8 @@ def combine(signals: list[Signal], thresholds: Thresholds) -> Verdict:
     by_category: dict[str, list[Signal]] = {}
     for signal in signals:
         by_category.setdefault(signal.category, []).append(signal)
-    categories, reasons = [], []
+    categories: list[dict[str, Any]] = []
+    reasons: list[str] = []
     suggestion: Suggestion = "pass"
     top_raw = 0.0
     for name in CATEGORIES:

@@ -7,13 +7,13 @@ what to do about it; ComfyUI shows that message in its error dialog.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from typing import Any
 
@@ -56,8 +56,6 @@ class FlashvlClient:
         self.node = node
         self.base = normalize_url(server_url, node)
         self.timeout_s = float(timeout_s)
-        # Environment proxies are honoured (as with requests), except for loopback hosts.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler(_proxies_for(self.base)))
 
     # ------------------------------------------------------------------ requests
 
@@ -75,7 +73,6 @@ class FlashvlClient:
         return self._post(path, data, f"multipart/form-data; boundary={boundary}")
 
     def _post(self, path: str, data: bytes, content_type: str) -> dict[str, Any]:
-        url = self.base + path
         headers = {"Content-Type": content_type, "Accept": "application/json", "User-Agent": USER_AGENT}
         key = api_key()
         if key:
@@ -85,26 +82,40 @@ class FlashvlClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout(path)
-            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with self._opener.open(request, timeout=remaining) as response:
-                    raw = response.read()
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                raw = _read_quietly(exc)
-                wait = _retry_wait(exc.code, exc.headers.get("Retry-After"))
-                if wait is not None and attempt < RETRIES and time.monotonic() + wait < deadline:
-                    time.sleep(wait)
-                    continue
-                raise self._http_error(path, exc.code, raw, exc.headers.get("Retry-After")) from None
-            except (TimeoutError, socket.timeout):
+                status, retry_after, raw = self._exchange(path, data, headers, remaining)
+            except TimeoutError:
                 raise self._timeout(path) from None
-            except urllib.error.URLError as exc:
-                raise self._unreachable(exc.reason) from None
-            except (ConnectionError, OSError) as exc:  # reset mid-answer, broken pipe, ...
+            except OSError as exc:  # refused, unresolvable, reset, TLS failure, ...
                 raise self._unreachable(exc) from None
-            return self._decode(path, status, raw)
+            if 200 <= status < 300:
+                return self._decode(path, status, raw)
+            wait = _retry_wait(status, retry_after)
+            if wait is not None and attempt < RETRIES and time.monotonic() + wait < deadline:
+                time.sleep(wait)
+                continue
+            raise self._http_error(path, status, raw, retry_after)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange(
+        self, path: str, data: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str | None, bytes]:
+        """One POST; (status, Retry-After, body). A server may answer before reading the whole upload (401,
+        413 from Content-Length): then sending fails with a broken pipe, and its answer is read anyway."""
+        parts = urllib.parse.urlsplit(self.base)
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+        try:
+            # If sending breaks off, the answer the server sent (if any) is still there to read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                connection.request("POST", (parts.path or "") + path, body=data, headers=headers)
+            try:
+                response = connection.getresponse()
+            except http.client.RemoteDisconnected as exc:
+                raise ConnectionResetError("the server closed the connection without an answer") from exc
+            return response.status, response.getheader("Retry-After"), response.read()
+        finally:
+            connection.close()
 
     # ------------------------------------------------------------------ errors
 
@@ -128,7 +139,7 @@ class FlashvlClient:
 
     def _unreachable(self, reason: object) -> FlashvlNodeError:
         text = str(reason)
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(reason, TimeoutError):
             return self._timeout("the request")
         if isinstance(reason, ConnectionRefusedError) or "refused" in text.lower():
             what = "connection refused: nothing is listening there"
@@ -169,8 +180,11 @@ class FlashvlClient:
             )
         elif status == 415:
             fix = "The server did not accept the image format; this node sends PNG, so check the server's intake."
-        elif status == 404:
-            fix = f"{self.base} has no {path}: is server_url a flashvl server, without a path after the port?"
+        elif status in (404, 405):
+            fix = (
+                f"{self.base} has no POST {path}: is server_url the address of a flashvl server (not ComfyUI "
+                "itself), with nothing after the port?"
+            )
         elif status == 429:
             fix = f"The server is rate limiting this key (retry after {retry_after or '?'}s); lower concurrency."
         elif status == 503:
@@ -209,17 +223,3 @@ def _retry_wait(status: int, retry_after: str | None) -> float | None:
         return min(max(float(retry_after), 0.0), MAX_RETRY_WAIT_S)
     except ValueError:
         return None
-
-
-def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
-    try:
-        return exc.read()
-    except OSError:
-        return b""
-
-
-def _proxies_for(base: str) -> dict[str, str] | None:
-    host = urllib.parse.urlsplit(base).hostname or ""
-    if host in ("localhost", "::1") or host.startswith("127."):
-        return {}
-    return None  # None: urllib reads the *_proxy environment variables

@@ -34,7 +34,8 @@ NODES: dict[str, tuple[str, str]] = {
     "FlashvlAsk": (
         "flashvl Ask (image question)",
         "Ask a flashvl server a question about each image; one answer per image, plus the route, stages, "
-        "boxes and confidence as JSON. / 向 flashvl 服务器就每张图片提问：每张图一个回答，另附路由、阶段、框和置信度 (JSON)。",
+        "boxes and confidence as JSON. / "
+        "向 flashvl 服务器就每张图片提问：每张图一个回答，另附路由、阶段、框和置信度 (JSON)。",
     ),
     "FlashvlCaption": (
         "flashvl Caption",

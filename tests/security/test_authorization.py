@@ -115,8 +115,9 @@ def test_each_key_reaches_only_its_scopes_routes(server: Server) -> None:
     # /metrics is admin-only here (--no-metrics-public); admin implies every scope.
     _refused(s.call("GET", "/metrics", INFER), 403, "insufficient_scope")
     _refused(s.call("GET", "/metrics", None), 401, "unauthorized")
-    for path in ("/metrics", "/v1/models", "/jobs", "/review", "/openapi.json"):
+    for path in ("/metrics", "/v1/models", "/jobs", "/review", "/openapi.json", "/docs", "/redoc"):
         assert s.call("GET", path, ADMIN).status_code == 200, path
+    assert "/jobs" in s.call("GET", "/openapi.json", INFER).json()["paths"]
     # No credential: refused by the gate, with a challenge, on every protected route.
     for method, path in [("POST", "/jobs"), ("GET", "/jobs"), ("GET", "/review"), ("GET", "/openapi.json")]:
         response = s.call(method, path, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashvl.stages.glm4v.output import StreamParser, parse_boxes, parse_output
+from flashvl.stages.glm_output import StreamParser, parse_boxes, parse_output
 
 RAW = (
     "<think>The cup is on the left, I think [1,2,3,4].</think>"

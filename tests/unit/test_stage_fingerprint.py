@@ -23,6 +23,7 @@ from flashvl.stages.fingerprint import file_sha256, folder_sha256, hub_snapshot
 from flashvl.stages.glm4v.stage import Glm4vStage
 from flashvl.stages.llamacpp import LlamaCppLanguageStage
 from flashvl.stages.offline import stage as offline
+from flashvl.stages.offline.safety import SafetyOnlyStage
 from flashvl.stages.offline.stage import OfflineVisionStage
 from flashvl.stages.openai_compat import OpenAICompatStage
 
@@ -62,11 +63,13 @@ def test_every_stage_implements_the_protocol_with_json_values(tmp_path: Path) ->
         OfflineVisionStage(),
         Glm4vStage(str(_model_folder(tmp_path / "glm"))),
         OpenAICompatStage("http://127.0.0.1:9/v1", "glm", role="vision"),
+        SafetyOnlyStage(threads=2),
     ]
     for stage in stages:
         assert isinstance(stage, VisionStage), stage
         json.dumps(stage.fingerprint())  # plain JSON values, no default=str needed
     assert isinstance(stages[1], StreamingVisionStage)
+    assert stages[3].fingerprint() == SafetyOnlyStage(threads=1).fingerprint()
     for stage in (LlamaCppLanguageStage(gguf), stages[1], stages[2]):
         assert isinstance(stage, LanguageStage), stage
         json.dumps(stage.fingerprint())

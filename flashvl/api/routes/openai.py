@@ -65,7 +65,7 @@ async def list_models(state: State) -> dict[str, Any]:
 
 
 async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
-    images = []
+    images: list[str] = []
     history: list[ChatMessage] = []
     question = ""
     for message in body.messages:
@@ -85,7 +85,7 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
                         )
                     images.append(part.image_url.url)
         text = "\n".join(texts)
-        history.append(ChatMessage(role, text))  # type: ignore[arg-type]
+        history.append(ChatMessage(role, text))
         if role == "user":
             question = text
     if not question.strip() and not images:

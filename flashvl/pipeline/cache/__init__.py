@@ -1,5 +1,5 @@
 """Cache of vision-stage outputs, keyed by image content + stage + model + task + parameters."""
 
-from flashvl.pipeline.cache.base import CacheStats, VisionCache, build_cache, vision_cache_key
+from flashvl.pipeline.cache.base import CacheStats, VisionCache, vision_cache_key
 
-__all__ = ["CacheStats", "VisionCache", "build_cache", "vision_cache_key"]
+__all__ = ["CacheStats", "VisionCache", "vision_cache_key"]

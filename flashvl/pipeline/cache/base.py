@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from flashvl.stages.base import Box, Timings, VisionRequest, VisionResult
 
 if TYPE_CHECKING:
-    from flashvl.config import Settings
+    pass
 
 KEY_VERSION = "v2"  # bump when VisionResult's shape or the key material changes: old entries then miss
 
@@ -104,18 +104,3 @@ def result_from_dict(data: dict[str, Any]) -> VisionResult:
     data["boxes"] = [Box(**box) for box in data.get("boxes", [])]
     data["timings"] = Timings(dict(data.get("timings") or {}))
     return VisionResult(**data)
-
-
-def build_cache(settings: Settings) -> VisionCache | None:
-    """The cache the settings name, or None (``--vision-cache none``)."""
-    kind = settings.vision_cache
-    if kind == "none":
-        return None
-    if kind == "redis":
-        from flashvl.pipeline.cache.redis import RedisVisionCache
-
-        return RedisVisionCache(settings.vision_cache_redis_url, ttl_s=settings.vision_cache_ttl_s)
-    from flashvl.pipeline.cache.memory import MemoryVisionCache
-
-    policy = "lfu" if kind == "memory-lfu" else "lru"
-    return MemoryVisionCache(policy, max_items=settings.vision_cache_size, ttl_s=settings.vision_cache_ttl_s)

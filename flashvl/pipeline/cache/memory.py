@@ -15,7 +15,7 @@ from flashvl.pipeline.cache.base import CacheStats
 def _counting(base: type) -> type:
     """A cachetools class whose size evictions are counted (cachetools' documented popitem hook)."""
 
-    class Counting(base):  # type: ignore[misc, valid-type]
+    class Counting(base):
         def __init__(self, maxsize: int, stats: CacheStats) -> None:
             super().__init__(maxsize)
             self._stats = stats

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -36,5 +37,5 @@ class ClassifierRouter:
 
     def decide(self, question: str) -> Decision:
         p = float(self.probabilities([question])[0])
-        route = "cascade" if p >= self.threshold else "direct"
+        route: Literal["direct", "cascade"] = "cascade" if p >= self.threshold else "direct"
         return Decision(route, self.name, f"p(cascade)={p:.2f}", round(p, 4))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -95,7 +95,7 @@ class DynamicBatcher(Generic[P, R]):
             self._collector = asyncio.get_running_loop().create_task(self._collect(self._queue))
         return self._queue
 
-    async def submit(self, payload: P, *, live: bool = True) -> AsyncIterator[Any]:
+    async def submit(self, payload: P, *, live: bool = True) -> AsyncGenerator[Any, None]:
         """Yield what ``run_batch`` emits for this payload (an emitted exception is raised).
 
         ``live=False`` tells ``run_batch`` (``job.live``) that only the end result is wanted, so it

@@ -31,7 +31,7 @@ from flashvl.stages.base import (
     final_result,
 )
 from flashvl.stages.glm4v.batcher import DynamicBatcher
-from flashvl.stages.glm4v.output import StreamParser, parse_output
+from flashvl.stages.glm_output import StreamParser, parse_output
 
 TASK_PROMPTS = {
     "caption": "Describe this image in one or two sentences.",
@@ -181,7 +181,7 @@ class Glm4vStage:
     def _run_batch(self, jobs: list[Any]) -> None:
         from flashvl.stages.glm4v import engine
 
-        engine.run_batch(self._model, self._processor.tokenizer, jobs, device=self.device, dtype=self.dtype)
+        engine.run_batch(self._model, self._processor.tokenizer, jobs, device=str(self.device), dtype=self.dtype)
 
     # ------------------------------------------------------------ requests
 

@@ -54,12 +54,23 @@ class SafetyOnlyStage:
     async def load(self) -> None:
         if self._scorer is None:
             self._scorer = await asyncio.to_thread(SafetyScorer, self._threads)
+            await asyncio.to_thread(self.fingerprint)  # hashes the model file once, off the event loop
 
     async def close(self) -> None:
         self._scorer = None
 
     def fingerprint(self) -> dict[str, object]:
-        return {"class": type(self).__qualname__, "model_id": self.model_id, "model": MODEL_PATH.name}
+        """The model file's hash and the verdict thresholds; not threads."""
+        from flashvl.stages.fingerprint import file_sha256
+
+        return {
+            "class": type(self).__qualname__,
+            "name": self.name,
+            "model_id": self.model_id,
+            "sha256": file_sha256(MODEL_PATH),
+            "safe_below": SAFE_BELOW,
+            "unsafe_above": UNSAFE_ABOVE,
+        }
 
     async def see(self, request: VisionRequest) -> VisionResult:
         assert self._scorer is not None, "load the stage first"

@@ -275,14 +275,14 @@ def test_example_workflows_run(stack: Stack, form: str) -> None:
     """The shipped API-format examples run as they are (server_url pointed at the test server), in the V3
     nodes and in the V1 fallback: ask about a loaded image; moderate a folder and save the verdicts."""
     comfy = stack.v3 if form == "v3" else stack.v1
-    ask = _with_server(json.loads((EXAMPLES / "ask_image_api.json").read_text()), stack.a.base)
+    ask = _with_server(json.loads((EXAMPLES / "api" / "ask_image.json").read_text()), stack.a.base)
     entry = comfy.run(ask)
     assert entry["status"]["status_str"] == "success", entry["status"]
     question = ask["2"]["inputs"]["question"]
     assert harness.texts(entry, "3") == [stack.infer("astronaut.png", question)["text"]]
     assert json.loads(harness.texts(entry, "4")[0])["route"] == "rule"
 
-    moderate = _with_server(json.loads((EXAMPLES / "moderate_folder_api.json").read_text()), stack.a.base)
+    moderate = _with_server(json.loads((EXAMPLES / "api" / "moderate_folder.json").read_text()), stack.a.base)
     moderate["3"]["inputs"]["filename_prefix"] = f"flashvl/verdicts-{form}"
     entry = comfy.run(moderate)
     assert entry["status"]["status_str"] == "success", entry["status"]
@@ -375,7 +375,7 @@ def test_api_key_never_lands_in_workflows_or_history(stack: Stack) -> None:
     for comfy in (stack.v3, stack.v1):
         history = httpx.get(f"{comfy.base}/history", timeout=30).text
         assert len(history) > 1000 and stack.key not in history
-    for example in EXAMPLES.glob("*.json"):
+    for example in EXAMPLES.rglob("*.json"):
         text = example.read_text()
         assert "fvl_" not in text and "Bearer" not in text and "api_key" not in text.lower()
 
@@ -471,3 +471,43 @@ def test_concurrency_is_bounded(stack: Stack) -> None:
         assert counts["max"] == 2
     finally:
         server.shutdown()
+
+
+# ---------------------------------------------------------------------- ComfyUI's own page
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (scripts/system-deps.sh)")
+def test_ui_examples_load_and_run_in_comfyuis_page(stack: Stack, tmp_path: Path) -> None:
+    """The UI-format examples load in ComfyUI's page (real Chromium), turn into the same graph as the API
+    examples, and run from the page; the answers show in the page."""
+    import comfyui_page as ui_page
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = ui_page.launch(playwright)
+        try:
+            page, errors = ui_page.open_page(browser, stack.v3.base)
+            for name in ui_page.LAYOUTS:
+                ui = json.loads((EXAMPLES / f"{name}.json").read_text())
+                api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
+                ui_page.load_ui(page, ui)
+                from_page = ui_page.graph_to_prompt(page)
+                assert sorted(from_page) == sorted(api)
+                for node_id, node in api.items():
+                    assert from_page[node_id]["class_type"] == node["class_type"]
+                    for key, value in node["inputs"].items():
+                        assert from_page[node_id]["inputs"][key] == value, (name, node_id, key)
+                ui_page.set_server_url(page, stack.a.base)
+                entry = ui_page.run_in_page(page, stack.v3)
+                assert entry["status"]["status_str"] == "success", entry["status"]
+                shown = page.evaluate("() => [...document.querySelectorAll('textarea')].map(t => t.value)")
+                if name == "ask_image":
+                    answer = stack.infer("astronaut.png", api["2"]["inputs"]["question"])["text"]
+                    assert answer in shown
+                else:
+                    assert any(re.fullmatch(r"flashvl/verdicts_\d{5}_\.jsonl", text) for text in shown), shown
+                page.screenshot(path=str(tmp_path / f"{name}.png"))
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -141,6 +142,37 @@ def test_url_mode_forwards_the_original_url(glm_upstream: str, image_server: str
     seen = asyncio.run(run())
     assert seen.answer == SCRIPT_ANSWER and seen.thinking == SCRIPT_THINK
     assert seen.boxes[0].norm == (120, 250, 480, 760)
+    # The upstream's own usage and finish reason, as typed fields.
+    assert seen.prompt_tokens > 0 and seen.completion_tokens > 0 and seen.finish_reason == "stop"
+
+
+def _complete(base: str, body: dict[str, object], stream: bool) -> tuple[str, dict[str, int]]:
+    """(finish_reason, usage) of one chat completion, streamed (with include_usage) or not."""
+    if not stream:
+        r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["finish_reason"], r.json()["usage"]
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as r:
+        events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:") and "[DONE]" not in line]
+    finished = [e["choices"][0]["finish_reason"] for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert len(finished) == 1 and events[-1]["choices"] == [], events[-2:]
+    return finished[0], events[-1]["usage"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_usage_and_finish_reason_are_the_upstreams(
+    glm_upstream: str, downstream: str, image_dir: Path, stream: bool
+) -> None:
+    url = "data:image/jpeg;base64," + base64.b64encode((image_dir / "coffee.jpg").read_bytes()).decode()
+    content = [{"type": "text", "text": "What is it?"}, {"type": "image_url", "image_url": {"url": url}}]
+    body: dict[str, object] = {"messages": [{"role": "user", "content": content}]}
+    cut = _complete(downstream, body | {"max_tokens": 3}, stream)
+    assert cut[0] == "length" and cut[1]["completion_tokens"] == 3 and cut[1]["prompt_tokens"] > 0
+    assert cut == _complete(glm_upstream, body | {"max_tokens": 3}, stream)  # what the upstream itself reports
+    whole = _complete(downstream, body, stream)
+    assert whole[0] == "stop" and whole[1]["completion_tokens"] > 3
+    assert whole == _complete(glm_upstream, body, stream)
 
 
 # ------------------------------------------------------------------ failures

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from flashvl.pipeline.cache.base import result_from_dict, result_to_dict
 from flashvl.pipeline.cache.redis import RedisVisionCache
 from flashvl.stages.base import Box, Timings, VisionResult
 from tests.conftest import free_port
@@ -47,17 +48,20 @@ def redis_url() -> Iterator[str]:
 def test_two_instances_share_entries_and_ttl_applies(redis_url: str) -> None:
     async def run() -> tuple[RedisVisionCache, RedisVisionCache]:
         one, two = RedisVisionCache(redis_url, ttl_s=1), RedisVisionCache(redis_url, ttl_s=1)
-        value = VisionResult(
-            "s",
-            "a cat",
-            {"objects": [{"label": "cat"}]},
-            boxes=[Box("cat", 0.9, 1, 2, 3, 4)],
-            timings=Timings({"detect": 0.1}),
+        value = result_to_dict(
+            VisionResult(
+                "s",
+                "a cat",
+                {"objects": [{"label": "cat"}]},
+                boxes=[Box("cat", 0.9, 1, 2, 3, 4)],
+                timings=Timings({"detect": 0.1}),
+            )
         )
         assert await two.get("k") is None
         await one.set("k", value)
         hit = await two.get("k")  # another instance sees the entry
-        assert hit is not None and hit.description == "a cat" and hit.boxes[0].label == "cat"
+        assert hit is not None and result_from_dict(hit).description == "a cat"
+        assert result_from_dict(hit).boxes[0].label == "cat"
         assert await two.get("other") is None
         await asyncio.sleep(1.6)
         assert await two.get("k") is None  # expired by Redis
@@ -73,7 +77,7 @@ def test_redis_down_is_a_miss_not_an_error() -> None:
     async def run() -> RedisVisionCache:
         cache = RedisVisionCache(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
         assert await cache.get("k") is None
-        await cache.set("k", VisionResult("s", "x"))
+        await cache.set("k", result_to_dict(VisionResult("s", "x")))
         await cache.close()
         return cache
 

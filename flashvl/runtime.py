@@ -79,26 +79,10 @@ class Runtime:
         self.admission = ModelGate(
             settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s
         )
-        self.vision = GuardedVision(
-            self.vision_stage,
-            breaker=self._breaker("vision"),
-            timeout_s=settings.vision_timeout_s,
-            cache=self.cache,
-            admission=self.admission,
-            observe=self._observe_stage,
-        )
+        self.vision = self._guard_vision(self.vision_stage, "vision")
         self.language = self._guard_language(self.language_stage, "language")
         self.voter = self._guard_language(self.voter_stage, "voter")
-        self.safety = None
-        if self.safety_stage is not None:
-            self.safety = GuardedVision(
-                self.safety_stage,
-                breaker=self._breaker("safety"),
-                timeout_s=settings.vision_timeout_s,
-                cache=self.cache,
-                admission=self.admission,
-                observe=self._observe_stage,
-            )
+        self.safety = self._guard_vision(self.safety_stage, "safety") if self.safety_stage is not None else None
         self.embedder = Embedder()  # one for the router and the arbiter, loaded on first use
         self.reviews = build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items)
         self.pipeline = Pipeline(
@@ -122,6 +106,17 @@ class Runtime:
 
     def _breaker(self, role: str) -> CircuitBreaker:
         return CircuitBreaker(role, self.settings.breaker_failures, self.settings.breaker_reset_s)
+
+    def _guard_vision(self, stage: VisionStage, role: str) -> GuardedVision:
+        return GuardedVision(
+            stage,
+            breaker=self._breaker(role),
+            timeout_s=self.settings.vision_timeout_s,
+            cache=self.cache,
+            admission=self.admission,
+            observe=self._observe_stage,
+            role=role,
+        )
 
     def _guard_language(self, stage: LanguageStage | None, role: str) -> GuardedLanguage | None:
         if stage is None:

@@ -73,3 +73,35 @@ def memory_mib(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values
+
+
+def start_redis(timeout_s: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``redis-server`` on a free loopback port, nothing persisted; (process, URL) once it answers.
+    Raises ``FileNotFoundError`` naming the package when redis-server is not installed."""
+    import shutil
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError(
+            "redis-server is not installed: apt-get install -y redis-server (scripts/system-deps.sh)"
+        )
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"

@@ -92,10 +92,12 @@ class GuardedVision:
         cache: VisionCache | None = None,
         admission: ModelGate | None = None,
         observe: StageObserver | None = None,
+        role: str = "vision",
     ) -> None:
         self.stage = stage
         self.breaker = breaker
         self.timeout_s = timeout_s
+        self.role = role
         self.cache = cache
         self.admission = admission
         self._observe = observe
@@ -122,7 +124,7 @@ class GuardedVision:
         # A VLM's sampled answer (temperature > 0) is one draw among many: caching it would freeze it.
         return self.cache is not None and not (self.stage.is_vlm and request.temperature)
 
-    async def see(self, request: VisionRequest, *, role: str = "vision") -> Seen:
+    async def see(self, request: VisionRequest, *, role: str | None = None) -> Seen:
         start = time.perf_counter()
         stage = self.stage
         if isinstance(stage, ObservingVisionStage):
@@ -132,7 +134,7 @@ class GuardedVision:
         seconds = time.perf_counter() - start
         whole_answer_cached = hit and not isinstance(stage, ObservingVisionStage)
         steps = {"cache": seconds} if whole_answer_cached else dict(result.timings.steps)
-        record = StageRecord(role, self.name, seconds, cached=bool(hit), steps=steps)
+        record = StageRecord(role or self.role, self.name, seconds, cached=bool(hit), steps=steps)
         return Seen(result, record, self._cache_info(hit if self._cacheable(request) else None))
 
     async def _see_whole(self, request: VisionRequest) -> tuple[VisionResult, bool]:
@@ -181,7 +183,7 @@ class GuardedVision:
                 raise self._failed(exc) from exc
             self.breaker.success()
         if self._observe:
-            self._observe("vision", self.name, time.perf_counter() - start)
+            self._observe(self.role, self.name, time.perf_counter() - start)
         return out
 
     def _failed(self, exc: Exception) -> VisionDown:
@@ -208,7 +210,7 @@ class GuardedVision:
             if seen.thinking:
                 yield TextDelta(seen.thinking, kind="thinking")
             yield TextDelta(seen.answer if seen.answer is not None else seen.description)
-            record = StageRecord("vision", self.name, time.perf_counter() - start, cached=True, steps={"cache": 0.0})
+            record = StageRecord(self.role, self.name, time.perf_counter() - start, cached=True, steps={"cache": 0.0})
             yield Seen(seen, record, self._cache_info(True))
             return
         result: VisionResult | None = None
@@ -221,10 +223,10 @@ class GuardedVision:
         assert result is not None
         seconds = time.perf_counter() - start
         if self._observe:
-            self._observe("vision", self.name, seconds)
+            self._observe(self.role, self.name, seconds)
         if self.cache is not None and key:
             await self.cache.set(key, result_to_dict(result))
-        record = StageRecord("vision", self.name, seconds, steps=dict(result.timings.steps))
+        record = StageRecord(self.role, self.name, seconds, steps=dict(result.timings.steps))
         yield Seen(result, record, self._cache_info(False if key else None))
 
     async def _stream_stage(

@@ -218,7 +218,7 @@ class Pipeline:
 
     # ------------------------------------------------------------ vision
 
-    async def see(self, query: Query, question: str | None = None, role: str = "vision") -> Seen:
+    async def see(self, query: Query, question: str | None = None, role: str | None = None) -> Seen:
         """The vision stage's result (guarded: cache, admission, breaker, deadline)."""
         return await self.vision.see(vision_calls.vision_request(query, question), role=role)
 

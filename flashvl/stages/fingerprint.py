@@ -1,19 +1,25 @@
 """Content hashes for stage fingerprints: what a model file or folder *is*, not where or when it was loaded.
 
-A file's sha256 is computed once per process and remembered by (path, size, mtime): a second
-stage on the same file, or a second call, costs a ``stat``. Hashing reads the whole file, so
-stages do it in ``load`` (off the event loop), never per request.
+A file's sha256 is computed once and remembered by (path, inode, size, mtime): in the process,
+and for big files (weights) also on disk under ``$XDG_CACHE_HOME/flashvl/file-hashes`` (one small
+file per entry, written atomically), so a restart of a server with a 20 GB model folder costs a
+``stat`` per file, not a re-read. Any change to the file changes its size or mtime and misses.
+Hashing reads the whole file, so stages do it in ``load`` (off the event loop), never per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 
 _CHUNK_BYTES = 8 * 1024 * 1024
-_hashes: dict[tuple[str, int, int], str] = {}
+_DISK_MEMO_MIN_BYTES = 64 * 1024 * 1024
+_hashes: dict[tuple[str, int, int, int], str] = {}
 _lock = threading.Lock()
 
 # A Hugging Face cache snapshot: .../models--org--name/snapshots/<commit sha>/
@@ -24,10 +30,17 @@ def file_sha256(path: Path | str) -> str:
     """The sha256 of a file's content (hex), read once per (path, size, mtime) in this process."""
     resolved = Path(path).resolve()
     stat = resolved.stat()
-    key = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    key = (str(resolved), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     with _lock:
         known = _hashes.get(key)
+    memo = _disk_memo(key) if stat.st_size >= _DISK_MEMO_MIN_BYTES else None
+    if known is None and memo is not None:
+        with contextlib.suppress(OSError):
+            text = memo.read_text().strip()
+            known = text if re.fullmatch(r"[0-9a-f]{64}", text) else None
     if known is not None:
+        with _lock:
+            _hashes[key] = known
         return known
     digest = hashlib.sha256()
     with resolved.open("rb") as handle:
@@ -36,7 +49,24 @@ def file_sha256(path: Path | str) -> str:
     value = digest.hexdigest()
     with _lock:
         _hashes[key] = value
+    if memo is not None:
+        _write_memo(memo, value)
     return value
+
+
+def _disk_memo(key: tuple[str, int, int, int]) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flashvl" / "file-hashes"
+    return base / hashlib.sha256(repr(key).encode()).hexdigest()
+
+
+def _write_memo(memo: Path, value: str) -> None:
+    """Best effort (a read-only home only costs a re-hash next start); atomic, so readers never see half."""
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value)
+        os.replace(tmp, memo)
 
 
 def folder_sha256(folder: Path | str) -> str:

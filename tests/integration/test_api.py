@@ -27,6 +27,7 @@ def test_infer_snippet_objects_and_positions(live_server: str, image_server: str
     assert "人" in result["text"], result  # the detector finds the astronaut (a person)
     assert result["route"] == "rule"
     assert 0 < result["confidence"] <= 1
+    assert result["finish_reason"] == "stop" and result["usage"]["total_tokens"] == 0  # a rule generates no tokens
     assert result["image"]["width"] == 512 and len(result["image"]["sha256"]) == 64
     assert [s["name"] for s in result["stages"]] == ["vision"]
 
@@ -50,6 +51,7 @@ def test_predict_snippet_uses_language_stage(live_server: str, image_dir: Path) 
     assert meta["route"] == "cascade"
     assert [s["name"] for s in meta["stages"]] == ["vision", "language"]
     assert meta["language_stage"].startswith("llamacpp:")
+    assert meta["usage"]["prompt_tokens"] > 0 and meta["usage"]["completion_tokens"] > 0  # the language stage's
 
 
 def test_openai_client_url_and_base64(live_server: str, image_server: str, image_dir: Path) -> None:
@@ -142,7 +144,7 @@ def test_models_health_ready_metrics(live_server: str) -> None:
     assert models["data"][0]["flashvl"]["vision_is_vlm"] is False
     assert httpx.get(f"{live_server}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{live_server}/readyz").json()
-    assert ready["ready"] is True and set(ready["stages"]) == {"vision", "language"}
+    assert ready["ready"] is True and set(ready["stages"]) == {"vision", "language", "safety"}  # safety: batch task
     text = httpx.get(f"{live_server}/metrics").text
     assert 'flashvl_request_seconds_bucket{endpoint="/infer"' in text
     assert 'flashvl_stage_seconds_bucket{backend="offline-pipeline"' in text

@@ -79,9 +79,16 @@ def _images() -> dict[str, bytes]:
 
 
 class Stack:
-    def __init__(self, a: ServerProcess, b: ServerProcess, v3: harness.ComfyUI, v1: harness.ComfyUI, key: str):
-        self.a, self.b, self.v3, self.v1, self.key = a, b, v3, v1, key
-        self.images = _images()
+    def __init__(
+        self,
+        a: ServerProcess,
+        b: ServerProcess,
+        v3: harness.ComfyUI,
+        v1: harness.ComfyUI,
+        key: str,
+        images: dict[str, bytes],
+    ) -> None:
+        self.a, self.b, self.v3, self.v1, self.key, self.images = a, b, v3, v1, key, images
         self.headers = {"Authorization": f"Bearer {key}"}
 
     def api(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -124,7 +131,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         for comfy in (v3, v1):
             harness.wait_ready(comfy)
-        yield Stack(a, b, v3, v1, key)
+        yield Stack(a, b, v3, v1, key, images)
     finally:
         for comfy in (v3, v1):
             harness.stop(comfy)
@@ -372,9 +379,20 @@ def test_node_errors_say_what_to_fix(stack: Stack) -> None:
 
 
 def test_api_key_never_lands_in_workflows_or_history(stack: Stack) -> None:
+    """The key lives in ComfyUI's environment only: not in prompts, outputs or history, not in examples."""
     for comfy in (stack.v3, stack.v1):
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "coffee.png"}},
+            "2": {"class_type": "FlashvlAsk", "inputs": {"image": ["1", 0], "question": "Key check: what is this?"}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}},
+        }
+        prompt["2"]["inputs"]["server_url"] = ""  # empty: FLASHVL_URL, i.e. server A
+        entry = comfy.run(prompt)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert json.loads(harness.texts(entry, "3")[0])["route"]
         history = httpx.get(f"{comfy.base}/history", timeout=30).text
-        assert len(history) > 1000 and stack.key not in history
+        assert stack.key not in history
+        assert stack.key not in comfy.log.read_text()
     for example in EXAMPLES.rglob("*.json"):
         text = example.read_text()
         assert "fvl_" not in text and "Bearer" not in text and "api_key" not in text.lower()

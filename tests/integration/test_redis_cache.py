@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,34 +10,14 @@ import pytest
 from flashvl.pipeline.cache.base import result_from_dict, result_to_dict
 from flashvl.pipeline.cache.redis import RedisVisionCache
 from flashvl.stages.base import Box, Timings, VisionResult
+from flashvl.testing import start_redis
 from tests.conftest import free_port
 
 
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis()  # a real redis-server on loopback
+    yield url
     proc.kill()
     proc.wait()
 

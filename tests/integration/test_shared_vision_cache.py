@@ -10,9 +10,7 @@ stage: the observations one process made of an image answer another process's di
 from __future__ import annotations
 
 import base64
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, start_server, stop_server
+from flashvl.testing import start_redis
+from tests.conftest import start_server, stop_server
 
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -29,29 +28,8 @@ pytest.importorskip("torchvision")
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: apt-get install -y redis-server (or bash scripts/system-deps.sh)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis()  # a real redis-server on loopback
+    yield url
     proc.kill()
     proc.wait()
 

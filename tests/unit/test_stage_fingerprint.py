@@ -253,3 +253,27 @@ def test_openai_credentials_in_the_base_url_stay_out_of_the_key() -> None:
     material = _material(stage)
     assert SECRET not in material and "user" not in material
     assert stage.fingerprint()["base_url"] == "https://llm.example:8443/v1"
+
+
+def test_big_file_hashes_are_remembered_on_disk_and_any_change_misses(tmp_path, monkeypatch) -> None:
+    """A restart must not re-read a 20 GB model folder: big files' hashes are kept on disk, keyed by
+    path, inode, size and mtime; a changed file misses and is read again."""
+    import hashlib
+    import os
+
+    from flashvl.stages import fingerprint
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(fingerprint, "_DISK_MEMO_MIN_BYTES", 1024)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(os.urandom(4096))
+    real = fingerprint.file_sha256(weights)
+    assert real == hashlib.sha256(weights.read_bytes()).hexdigest()
+    [memo] = (tmp_path / "cache" / "flashvl" / "file-hashes").iterdir()
+    memo.write_text("f" * 64)  # what a later process finds on disk, instead of reading the file
+    fingerprint._hashes.clear()  # a new process
+    assert fingerprint.file_sha256(weights) == "f" * 64
+    weights.write_bytes(os.urandom(4096))
+    os.utime(weights, ns=(1, 1))
+    fingerprint._hashes.clear()
+    assert fingerprint.file_sha256(weights) == hashlib.sha256(weights.read_bytes()).hexdigest()

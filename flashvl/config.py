@@ -12,7 +12,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # --- server
     host: str = Field("127.0.0.1", description="Address to bind.", **_group("server"))
     port: int = Field(8080, ge=0, le=65535, description="Port to bind (0 picks a free one).", **_group("server"))
-    log_level: str = Field("info", description="Log level: debug, info, warning, error.", **_group("server"))
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level: debug, info, warning, error.", **_group("server")
+    )
     log_payloads: bool = Field(
         False,
         description="DEBUG ONLY: log prompt and answer text. Image bytes are never logged.",
@@ -175,7 +177,7 @@ class Settings(BaseSettings):
     glm_device: str = Field(
         "auto", description="GLM device: auto (cuda if available, else cpu), cpu, cuda, cuda:N.", **_group("engines")
     )
-    glm_dtype: str = Field(
+    glm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
         description="GLM dtype: auto (CUDA bf16, fp16 where bf16 is missing; CPU fp32), bfloat16, float16, float32.",
         **_group("engines"),
@@ -222,9 +224,8 @@ class Settings(BaseSettings):
         description="openai: stages: retries (exponential backoff) before the first byte of an answer.",
         **_group("engines"),
     )
-    upstream_image_mode: str = Field(
+    upstream_image_mode: Literal["base64", "url"] = Field(
         "base64",
-        pattern="^(base64|url)$",
         description="openai: stages: send images as base64 data URLs, or as their original http(s) URL "
         "when they came from one.",
         **_group("engines"),
@@ -250,7 +251,7 @@ class Settings(BaseSettings):
         description="Category score from which /moderate suggests block.",
         **_group("moderation"),
     )
-    moderation_language: str = Field(
+    moderation_language: Literal["always", "text", "never"] = Field(
         "text",
         description="When /moderate asks the language stage for a verdict: 'always', 'text' (only when OCR "
         "found text) or 'never'.",
@@ -276,7 +277,7 @@ class Settings(BaseSettings):
         description="Deepest nesting of a caller JSON schema for key-field extraction.",
         **_group("moderation"),
     )
-    jobs_store: str = Field(
+    jobs_store: Literal["sqlite", "redis"] = Field(
         "sqlite",
         description="Batch job queue: 'sqlite' (a local file) or 'redis' (needs --jobs-redis-url).",
         **_group("jobs"),
@@ -305,15 +306,13 @@ class Settings(BaseSettings):
     )
 
     # --- routing, cache, arbitration, degradation (flashvl/pipeline/)
-    route_default: str = Field(
+    route_default: Literal["auto", "direct", "cascade"] = Field(
         "auto",
-        pattern="^(auto|direct|cascade)$",
         description="Route when a request names none: auto (ask the router), direct (vision stage alone) or cascade.",
         **_group("pipeline"),
     )
-    router: str = Field(
+    router: Literal["classifier", "rules"] = Field(
         "classifier",
-        pattern="^(classifier|rules)$",
         description="Router strategy for 'auto': classifier (e5 embeddings + logistic regression) or rules (keywords).",
         **_group("pipeline"),
     )
@@ -329,9 +328,8 @@ class Settings(BaseSettings):
         "(fast, but only what the detectors measured). Off: with a non-VLM, auto always cascades.",
         **_group("pipeline"),
     )
-    vision_cache: str = Field(
+    vision_cache: Literal["memory-lru", "memory-lfu", "redis", "none"] = Field(
         "memory-lru",
-        pattern="^(memory-lru|memory-lfu|redis|none)$",
         description="Cache of vision outputs keyed by image content hash + stage + model + task + parameters.",
         **_group("pipeline"),
     )
@@ -374,9 +372,8 @@ class Settings(BaseSettings):
         **_group("pipeline"),
     )
     review_max_items: int = Field(1000, ge=1, description="Flagged answers kept for /review.", **_group("pipeline"))
-    review_store: str = Field(
+    review_store: Literal["sqlite", "memory"] = Field(
         "sqlite",
-        pattern="^(sqlite|memory)$",
         description="Where /review items live: 'sqlite' (kept across restarts, shared by workers on one file) "
         "or 'memory'.",
         **_group("pipeline"),

@@ -174,9 +174,9 @@ class FlashvlClient:
             fix = "The server refused the request; check its access settings."
         elif status == 413:
             fix = (
-                "The image is too large for this server. Downscale it before this node (e.g. 'ImageScale' or "
-                "'Upscale Image By' with a factor under 1), or raise the server's --max-image-bytes / "
-                "--max-image-pixels."
+                "The image is too large for this server. Downscale it before this node (e.g. 'Scale Image to "
+                "Total Pixels', or 'Upscale Image By' with a scale under 1), or raise the server's "
+                "--max-image-bytes / --max-image-pixels."
             )
         elif status == 415:
             fix = "The server did not accept the image format; this node sends PNG, so check the server's intake."

@@ -176,6 +176,13 @@ def test_both_forms_load_with_the_same_node_ids_and_types(stack: Stack) -> None:
         if "server_url" in v3["input"]["required"]:
             assert v3["input"]["required"]["server_url"][1]["default"] == stack.a.base
             assert v1["input"]["required"]["server_url"][1]["default"] == stack.a.base
+    from flashvl.testing import memory_mib
+
+    print(
+        f"\nready: ComfyUI V3 {stack.v3.started_s:.1f}s ({memory_mib(stack.v3.proc.pid)['VmRSS']:.0f} MiB), "
+        f"V1 {stack.v1.started_s:.1f}s ({memory_mib(stack.v1.proc.pid)['VmRSS']:.0f} MiB), started side by side; "
+        f"flashvl A {stack.a.ready_s:.1f}s, B {stack.b.ready_s:.1f}s"
+    )
     ask = infos["v3"]["FlashvlAsk"]
     assert ask["input"]["required"]["image"][0] == "IMAGE"
     assert ask["input"]["required"]["question"][1]["multiline"] is True

@@ -1,57 +1,92 @@
-"""Command line: ``flashvl serve | ask | caption | eval | batch | keys``.
+"""Command line: ``flashvl serve | ask | caption | eval | batch | keys | dev``.
 
-Every settings field is a flag of each command (see ``flashvl serve --help``)
-and a ``FLASHVL_*`` environment variable.
+Every settings field is a ``FLASHVL_*`` environment variable, and a flag of the commands that use
+it (``flashvl COMMAND --help`` lists that command's; each option names its commands when not all).
+
+Exit codes: 0 done; 1 a model or stage failed (to build, load or answer); 2 a usage mistake
+(unknown flag, bad setting, missing or unusable input file or folder); 130 interrupted.
+Native libraries' console output (llama.cpp, ONNX Runtime) and info logs are hidden unless
+``--verbose``; errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
+import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flashvl import __version__
-from flashvl.config import Settings, add_settings_arguments, settings_from_args
+from flashvl.config import Settings, SettingsError, add_settings_arguments, settings_from_args
 
 if TYPE_CHECKING:
     from flashvl.runtime import Runtime
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+IMAGE_HELP = "Image file: JPEG, PNG, WebP, BMP or GIF (first frame)."
+BATCH_SOURCE_HELP = (
+    "A folder (its images, searched recursively) or a manifest: a text file with one image path or URL "
+    'a line, or JSONL with {"image": PATH_OR_URL, "key": ID} a line ("key" optional, default the path; '
+    "relative paths are relative to the manifest; '#' lines are comments)."
+)
+
+
+class UsageError(Exception):
+    """A mistake the user can fix (a missing file, a folder where an image was expected)."""
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashvl", description="Serve image question answering.")
     parser.add_argument("--version", action="version", version=f"flashvl {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def command(name: str, help_text: str, usage: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, usage=usage)
         sub.add_argument(
             "--config",
             type=Path,
             default=None,
             help="TOML or JSON file of settings (flat keys as below). [env FLASHVL_CONFIG]",
         )
-        add_settings_arguments(sub)
+        sub.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            help="Show info logs (with tracebacks) and native libraries' output (llama.cpp, ONNX Runtime).",
+        )
+        add_settings_arguments(sub, name)
         return sub
 
-    command("serve", "Start the HTTP service (web page at /, APIs, /metrics).")
-    ask = command("ask", "Answer a question about an image, in-process (no server).")
-    ask.add_argument("image", type=Path)
-    ask.add_argument("question")
+    command("serve", "Start the HTTP service (web page at /, APIs, /metrics).", "flashvl serve [options]")
+    ask = command(
+        "ask",
+        "Answer a question about an image, in-process (no server). The language model loads only if "
+        "the question needs it.",
+        "flashvl ask [options] IMAGE QUESTION",
+    )
+    ask.add_argument("image", type=Path, metavar="IMAGE", help=IMAGE_HELP)
+    ask.add_argument("question", metavar="QUESTION", help="The question, in quotes (Chinese or English).")
     ask.add_argument("--json", action="store_true", help="Print the whole answer as JSON.")
-    cap = command("caption", "Caption an image, in-process (no server).")
-    cap.add_argument("image", type=Path)
+    cap = command("caption", "Caption an image, in-process (no server).", "flashvl caption [options] IMAGE")
+    cap.add_argument("image", type=Path, metavar="IMAGE", help=IMAGE_HELP)
     cap.add_argument("--json", action="store_true", help="Print the whole answer as JSON.")
-    ev = command("eval", "Run the evaluation set and print a strict score.")
+    ev = command("eval", "Run the evaluation set and print a strict score.", "flashvl eval [options]")
     ev.add_argument("--out", type=Path, default=None, help="Write per-item results as JSONL here.")
-    batch = command("batch", "Run a durable, resumable batch job over a folder or manifest of images.")
+    batch = command(
+        "batch",
+        "Run a durable, resumable batch job over a folder or manifest of images.",
+        "flashvl batch [options] {moderate,safety,ocr} SOURCE --out RESULTS.jsonl",
+    )
     batch.add_argument("task", choices=["moderate", "safety", "ocr"], help="What to run on each image.")
-    batch.add_argument("source", type=Path, help="Folder of images, or manifest (JSONL or a path a line).")
+    batch.add_argument("source", type=Path, metavar="SOURCE", help=BATCH_SOURCE_HELP)
     batch.add_argument("--out", type=Path, required=True, help="Results as JSONL (written at the end).")
     batch.add_argument("--csv", type=Path, default=None, help="Also write the results as CSV here.")
     batch.add_argument("--job-id", default=None, help="Job id (default: from source+task; rerun resumes).")
@@ -64,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a tiny random GLM-4.6V-architecture model folder (offline; for tests). "
         "Serve it with --vision glm4v:DIR --language glm4v:DIR. Needs the 'glm' extra.",
     )
-    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("dir", type=Path, help="Folder to write the model into.")
     tiny.add_argument(
         "--scripted",
         action="store_true",
@@ -77,8 +112,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Exit 2 with the command's short usage; a flag of another command says which commands take it."""
+    from flashvl.config import commands_of
+
+    sub: argparse.ArgumentParser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    problems = []
+    for word in unknown:
+        name = word.removeprefix("--").partition("=")[0].replace("-", "_")
+        if word.startswith("--") and name in Settings.model_fields:
+            problems.append(
+                f"{word.partition('=')[0]} is an option of {', '.join(commands_of(name))}, not of {command}"
+            )
+        else:
+            problems.append(f"unrecognized argument {word!r}")
+    sub.error("; ".join(problems))
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"flashvl: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)  # mistakes: argparse prints the short usage, exits 2
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
     if args.command == "keys":
         from flashvl.security.keys import run_keys
 
@@ -87,108 +147,211 @@ def main(argv: list[str] | None = None) -> int:
         from flashvl.stages.glm4v.tiny import build_tiny_glm4v
 
         print(build_tiny_glm4v(args.dir, seed=args.seed, scripted=args.scripted))
-        return 0
+        return EXIT_OK
     try:
         settings = settings_from_args(args)
-    except Exception as exc:  # settings errors are the user's to fix: say which
-        print(f"flashvl: invalid settings: {exc}", file=sys.stderr)
-        return 2
+    except SettingsError as exc:  # settings errors are the user's to fix: each line names its source
+        lines = str(exc).splitlines()
+        return _fail("invalid settings:" + "".join(f"\n  {line}" for line in lines), EXIT_USAGE)
     if args.command == "serve":
-        return serve(settings)
-    if args.command == "eval":
-        from flashvl.eval.runner import run_eval
+        return serve(settings, verbose=args.verbose)
+    try:
+        with quiet_native_output(enabled=not args.verbose):
+            from flashvl.observability import configure_logging
 
-        return asyncio.run(run_eval(settings, args.out))
-    if args.command == "batch":
-        return asyncio.run(_batch(settings, args))
-    return asyncio.run(_in_process(settings, args))
+            configure_logging(settings.log_level if args.verbose else "critical", tracebacks=args.verbose)
+            return asyncio.run(_command(settings, args))
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
 
 
-def serve(settings: Settings) -> int:
+async def _command(settings: Settings, args: argparse.Namespace) -> int:
+    from flashvl.errors import FlashvlError
+
+    try:
+        if args.command == "eval":
+            return await _eval(settings, args)
+        if args.command == "batch":
+            return await _batch(settings, args)
+        return await _in_process(settings, args)
+    except FlashvlError as exc:
+        # the request's own mistakes (4xx: a file that is no image, too large, ...) and bad stage specs
+        code = EXIT_USAGE if exc.status < 500 or exc.code == "bad_setting" else EXIT_FAILED
+        return _fail(f"{exc.code}: {exc.message}", code)
+
+
+@contextlib.contextmanager
+def quiet_native_output(enabled: bool = True) -> Iterator[None]:
+    """Send what native code writes to file descriptors 1 and 2 (llama.cpp's load log and its "this is
+    probably a bug in the model" warning, ONNX Runtime's) to /dev/null, while Python's own
+    ``sys.stdout`` / ``sys.stderr`` keep writing to the real ones."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    old_streams = sys.stdout, sys.stderr
+    streams = [
+        io.TextIOWrapper(os.fdopen(saved[fd], "wb", buffering=0, closefd=False), write_through=True, encoding="utf-8")
+        for fd in (1, 2)
+    ]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stdout, sys.stderr = streams[0], streams[1]
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+        sys.stdout, sys.stderr = old_streams
+
+
+def serve(settings: Settings, *, verbose: bool = False) -> int:
+    import logging
+
     import uvicorn
 
     from flashvl.api.app import create_app
+    from flashvl.api.http_protocol import uvicorn_options
     from flashvl.observability import configure_logging, get_logger
     from flashvl.security.startup import serve_refusal
 
     refusal = serve_refusal(settings)
     if refusal:
-        print(f"flashvl: {refusal}", file=sys.stderr)
-        return 2
+        return _fail(refusal, EXIT_USAGE)
     if settings.insecure_no_auth_on_public_interface:
         print(
             "flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.", file=sys.stderr
         )
     configure_logging(settings.log_level)
+    # The lifespan logs a failed build as one ``startup_failed`` line; Starlette also hands uvicorn the
+    # traceback text of that exception, which would print as one more (multi-line) error.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: verbose or "StartupFailed" not in str(record.getMessage())
+    )
     get_logger("flashvl").info(
         "starting", host=settings.host, port=settings.port, vision=settings.vision, language=settings.language
     )
-    uvicorn.run(
-        create_app(settings),
+    causes: list[str] = []
+
+    def fatal(cause: str) -> None:  # a stage could not be built or loaded: stop, exit non-zero
+        causes.append(cause)
+        server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(settings, on_fatal=fatal),
         host=settings.host,
         port=settings.port,
         log_config=None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),  # head size and deadline, keep-alive, connection cap
     )
-    return 0
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits 3 when the lifespan failed to start
+        if not causes:
+            return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
+    if causes:
+        return _fail(f"cannot start: {causes[0]}", EXIT_FAILED)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _spinner(text: str) -> Iterator[None]:
+    """A spinner on stderr for a step that may take seconds (shown only on a terminal)."""
+    from rich.console import Console
+
+    with Console(stderr=True).status(text):
+        yield
 
 
 @asynccontextmanager
-async def started_runtime(settings: Settings, roles: set[str] | None = None) -> AsyncIterator[Runtime]:
+async def started_runtime(
+    settings: Settings, roles: set[str] | frozenset[str] | None = None, *, lazy: frozenset[str] = frozenset()
+) -> AsyncIterator[Runtime]:
     """A started runtime with a progress display on stderr while the models load; closed on exit.
-    Raises ``FlashvlError`` naming the stage when one fails to load."""
+    ``lazy`` roles load on first use, with a spinner. Raises ``FlashvlError`` naming the stage when
+    one fails to load."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from flashvl.errors import FlashvlError
-    from flashvl.runtime import ROLES, Runtime
+    from flashvl.runtime import LOADS_ON_FIRST_USE, ROLES, Runtime
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),  # stdout carries only the answer
+        transient=True,
     ) as progress:
         task = progress.add_task("loading models", total=None)
 
         def report(what: str, done: int, total: int) -> None:
             progress.update(task, description=what, completed=done, total=total)
 
-        runtime = Runtime(settings, roles=roles or ROLES, progress=report)
+        runtime = Runtime(settings, roles=roles or ROLES, progress=report, lazy=lazy, loading=_spinner)
         try:
             await runtime.start()
         except BaseException:
             await runtime.close()
             raise
-    failed = {role: status for role, status in runtime.stage_status.items() if status != "ready"}
+    failed = {
+        role: status for role, status in runtime.stage_status.items() if status not in ("ready", LOADS_ON_FIRST_USE)
+    }
     try:
         if failed:
-            raise FlashvlError("stage_failed", f"a stage failed to load: {failed}", 503)
+            causes = "; ".join(f"{role}: {status.removeprefix('failed: ')}" for role, status in failed.items())
+            raise FlashvlError("stage_failed", f"a stage failed to load ({causes})", 503)
         yield runtime
     finally:
         await runtime.close()
 
 
+def _image_path(path: Path, command: str) -> Path:
+    """Refuse a missing file or a folder before any model loads."""
+    if path.is_dir():
+        hint = f"flashvl batch ... {path} --out results.jsonl" if command == "caption" else "one image file"
+        raise UsageError(f"{path} is a folder; 'flashvl {command}' takes one image file (for a folder: {hint})")
+    if not path.exists():
+        raise UsageError(f"{path}: no such image file")
+    return path
+
+
 async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
-    from flashvl.errors import FlashvlError
     from flashvl.pipeline.types import Answer, Query
     from flashvl.runtime import ANSWER_ROLES
 
     needs_language = args.command == "ask"
+    _image_path(args.image, args.command)
     roles = set(ANSWER_ROLES) if needs_language else {"vision"}
-    try:
-        async with started_runtime(settings, roles) as runtime:
-            image = await runtime.intake.from_path(args.image)
-            query = Query(
-                images=[image],
-                question=getattr(args, "question", None),
-                task="vqa" if needs_language else "caption",
-                max_tokens=settings.max_tokens,
-                temperature=settings.temperature,
-            )
-            start = time.perf_counter()
+    # ``ask``: the language model (and the voter) load only when the route needs them.
+    lazy = frozenset({"language", "voter"}) if needs_language else frozenset()
+    async with started_runtime(settings, roles, lazy=lazy) as runtime:
+        image = await runtime.intake.from_path(args.image)
+        query = Query(
+            images=[image],
+            question=getattr(args, "question", None),
+            task="vqa" if needs_language else "caption",
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+        )
+        start = time.perf_counter()
+        with _spinner("answering"):
             answer: Answer = await runtime.pipeline.answer(query)
-            elapsed = time.perf_counter() - start
-    except FlashvlError as exc:
-        print(f"flashvl: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
+        elapsed = time.perf_counter() - start
     if args.json:
         print(
             json.dumps(
@@ -199,17 +362,38 @@ async def _in_process(settings: Settings, args: argparse.Namespace) -> int:
         print(answer.text)
         stages = ", ".join(f"{s.name}={s.backend} {s.seconds:.2f}s" for s in answer.stages)
         print(f"[route {answer.route}; {stages}]" + (f" [{answer.notice}]" if answer.notice else ""), file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+async def _eval(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flashvl.eval.runner import run_eval
+
+    columns = [TextColumn("answering {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_item(done: int, total: int, item_id: str) -> None:
+            bar.update(task, completed=done, total=total, description=item_id)
+
+        def start(s: Settings, roles: frozenset[str]) -> Any:
+            return started_runtime(s, roles)
+
+        return await run_eval(settings, args.out, start=start, on_item=on_item)
 
 
 async def _batch(settings: Settings, args: argparse.Namespace) -> int:
-    from flashvl.errors import FlashvlError
     from flashvl.jobs.backends import store_from_settings
-    from flashvl.jobs.batch import collect_items, default_job_id, run_batch
+    from flashvl.jobs.batch import BatchInputError, collect_items, default_job_id, run_batch
     from flashvl.jobs.tasks import needs
     from flashvl.jobs.worker import WorkerConfig
 
-    items = collect_items(args.source)
+    try:
+        items = collect_items(args.source)
+    except BatchInputError as exc:
+        raise UsageError(f"batch: {exc}") from None
     roles = needs(args.task)
     if "language" in roles and (settings.language == "none" or settings.moderation_language == "never"):
         roles = roles - {"language"}
@@ -228,12 +412,9 @@ async def _batch(settings: Settings, args: argparse.Namespace) -> int:
                 show_progress=not args.no_progress,
                 source=args.source,
             )
-    except FlashvlError as exc:
-        print(f"flashvl: {exc.code}: {exc.message}", file=sys.stderr)
-        return 1
     finally:
         store.close()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -8,14 +8,19 @@ is generated from the field descriptions below, so the code is the documentation
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import re
+import sys
 import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -42,6 +47,38 @@ class Settings(BaseSettings):
         120.0, gt=0, description="Upper bound on one request's total time.", **_group("server")
     )
 
+    body_read_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest time a request body may take to arrive in full (408 request_body_timeout).",
+        **_group("server"),
+    )
+    body_min_bytes_per_s: int = Field(
+        1024,
+        ge=0,
+        description="Slowest body upload accepted after a 5 s grace, in bytes per second (0: no floor).",
+        **_group("server"),
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send a complete request head (idle and half-open sockets close).",
+        **_group("server"),
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (request line and headers), bytes.", **_group("server")
+    )
+    max_header_count: int = Field(100, ge=8, description="Most request headers on one request.", **_group("server"))
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="Idle keep-alive connections close after this many seconds.", **_group("server")
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections the server holds at once; beyond it new requests get 503.",
+        **_group("server"),
+    )
+
     # --- media intake
     max_image_bytes: int = Field(
         20 * 1024 * 1024, gt=0, description="Largest encoded image accepted (bytes).", **_group("media")
@@ -59,6 +96,19 @@ class Settings(BaseSettings):
         **_group("media"),
     )
     max_images_per_request: int = Field(4, ge=1, description="Images per request.", **_group("media"))
+    max_decoded_image_bytes: int = Field(
+        192 * 1024 * 1024,
+        gt=0,
+        description="Largest decoded image in memory: width*height*bytes per pixel of its mode (16-bit, alpha "
+        "count), read from the header before decoding.",
+        **_group("media"),
+    )
+    max_image_aspect_ratio: float = Field(
+        50.0,
+        ge=1,
+        description="Longest side / shortest side accepted (strips more extreme than this are refused).",
+        **_group("media"),
+    )
     allowed_formats: CommaList = Field(
         ["JPEG", "PNG", "WEBP", "BMP", "GIF"],
         description="Accepted image formats (GIF: first frame).",
@@ -517,47 +567,198 @@ class Settings(BaseSettings):
     def _upper_formats(cls, value: list[str]) -> list[str]:
         return [v.upper() for v in value]
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+# ------------------------------------------------------------------ which commands take which settings
+
+COMMANDS = ("serve", "ask", "caption", "eval", "batch")
+_ANSWERING = ("serve", "ask", "eval")  # the commands that route questions (router, arbitration, disclaimers)
+GROUP_COMMANDS: dict[str, tuple[str, ...]] = {
+    "server": ("serve",),
+    "media": COMMANDS,
+    "stages": COMMANDS,
+    "engines": COMMANDS,
+    "moderation": ("serve", "batch"),
+    "jobs": ("serve", "batch"),
+    "pipeline": COMMANDS,
+    "security": ("serve",),
+}
+FIELD_COMMANDS: dict[str, tuple[str, ...]] = {
+    "log_level": COMMANDS,
+    "max_tokens_limit": ("serve",),
+    "document_schema_max_bytes": ("serve",),
+    "document_schema_max_depth": ("serve",),
+    "jobs_worker": ("serve",),
+    **dict.fromkeys(
+        (
+            "route_default",
+            "router",
+            "router_keywords_zh",
+            "router_keywords_en",
+            "router_direct_without_vlm",
+            "arbitration",
+            "arbitration_reask",
+            "arbitration_voter",
+            "arbitration_similarity_threshold",
+            "review_max_items",
+            "review_store",
+            "review_sqlite_path",
+            "disclaimers",
+            "disclaimer_zh",
+            "disclaimer_en",
+        ),
+        _ANSWERING,
+    ),
+}
+NOT_SETTINGS_ENV = frozenset({"FLASHVL_CONFIG"})  # FLASHVL_* variables that are not fields
+
+
+def commands_of(name: str) -> tuple[str, ...]:
+    """The commands that take setting ``name`` as a flag (llama.cpp's way: each option names its commands)."""
+    if name in FIELD_COMMANDS:
+        return FIELD_COMMANDS[name]
+    extra = Settings.model_fields[name].json_schema_extra
+    group = str(extra.get("group", "")) if isinstance(extra, dict) else ""
+    return GROUP_COMMANDS.get(group, COMMANDS)
+
 
 # ------------------------------------------------------------------ loading
 
 
+class SettingsError(ValueError):
+    """A settings mistake; every line names where the value came from (flag, variable, file:line)."""
+
+
+def _did_you_mean(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _line_of(path: Path, text: str, key: str) -> str:
+    """``path:line`` of the line that sets ``key`` (TOML ``key =`` or JSON ``"key":``), else ``path``."""
+    pattern = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*[=:]""")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.search(line):
+            return f"{path}:{number}"
+    return str(path)
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or JSON config file whose keys are field names (flat)."""
-    text = path.read_bytes()
-    data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text.decode())
-    unknown = set(data) - set(Settings.model_fields)
+    """Read a TOML or JSON config file whose keys are field names (flat). Unknown keys are refused,
+    each named with its line and the closest valid name."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{path}: the config file is not UTF-8 text") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected flat settings (key = value), got a {type(data).__name__}")
+    unknown = [key for key in data if key not in Settings.model_fields]
     if unknown:
-        raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+        raise SettingsError(
+            "\n".join(
+                f"{_line_of(path, text, key)}: unknown settings key {key!r}{_did_you_mean(key, Settings.model_fields)}"
+                for key in unknown
+            )
+        )
     return data
 
 
-def load_settings(overrides: dict[str, Any] | None = None, config_file: Path | None = None) -> Settings:
-    """Build settings: overrides (CLI) > env > config file > defaults."""
+def unknown_env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``FLASHVL_*`` variable that is no setting (a typo is otherwise silently ignored)."""
+    environ = os.environ if environ is None else environ
+    valid = {f"FLASHVL_{name.upper()}" for name in Settings.model_fields}
+    warnings = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if upper.startswith("FLASHVL_") and upper not in valid and upper not in NOT_SETTINGS_ENV:
+            warnings.append(f"{key} is not a flashvl setting and is ignored{_did_you_mean(upper, valid)}")
+    return warnings
+
+
+def _warn(message: str) -> None:
+    print(f"flashvl: warning: {message}", file=sys.stderr)
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None,
+    config_file: Path | None = None,
+    *,
+    warn: Callable[[str], None] | None = _warn,
+) -> Settings:
+    """Build settings: overrides (CLI) > env > config file > defaults. Unknown ``FLASHVL_*`` variables
+    go to ``warn``; a bad value raises ``SettingsError`` naming its source."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     config_file = config_file or (Path(os.environ["FLASHVL_CONFIG"]) if os.environ.get("FLASHVL_CONFIG") else None)
     file_values = read_config_file(config_file) if config_file else {}
-    env_keys = {name for name in Settings.model_fields if f"FLASHVL_{name.upper()}" in os.environ}
+    env_names = {key.upper() for key in os.environ}
+    env_keys = {name for name in Settings.model_fields if f"FLASHVL_{name.upper()}" in env_names}
+    if warn is not None:
+        for message in unknown_env_warnings():
+            warn(message)
     # Values from the file apply only where neither the CLI nor the environment set one.
     merged = {k: v for k, v in file_values.items() if k not in env_keys} | overrides
-    return Settings(**merged)
+
+    def source(name: str) -> str:
+        if name in overrides:
+            return "--" + name.replace("_", "-")
+        if name in env_keys:
+            return f"FLASHVL_{name.upper()}"
+        if name in file_values and config_file is not None:
+            return _line_of(config_file, config_file.read_text(encoding="utf-8"), name)
+        return f"default of {name}"
+
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error.get("loc") else ""
+            where = source(name) if name in Settings.model_fields else "settings"
+            secret = "key" in name or "secret" in name
+            got = "" if secret or "input" not in error else f" (got {error['input']!r})"
+            problems.append(f"{where}: {error['msg']}{got}")
+        raise SettingsError("\n".join(problems)) from None
+    except PydanticSettingsError as exc:  # an environment value pydantic-settings could not even parse
+        raise SettingsError(str(exc)) from None
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per settings field, grouped, with env var names in the help."""
+def add_settings_arguments(parser: argparse.ArgumentParser, command: str = "serve") -> None:
+    """Add one flag per settings field that ``command`` takes, grouped, with env var names in the help."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, info in Settings.model_fields.items():
+        takers = commands_of(name)
+        if command not in takers:
+            continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         group_name = str(extra.get("group", "other"))
-        group = groups.get(group_name) or parser.add_argument_group(group_name)
+        group = groups.get(group_name) or parser.add_argument_group(f"{group_name} options")
         groups[group_name] = group
         flag = "--" + name.replace("_", "-")
         env = f"FLASHVL_{name.upper()}"
         default = info.default
         shown = ",".join(default) if isinstance(default, list) else default
-        help_text = f"{info.description} [env {env}; default {shown}]"
+        only = "" if takers == COMMANDS else f"; {', '.join(takers)}" + (" only" if len(takers) == 1 else "")
+        help_text = f"{info.description} [env {env}; default {shown}{only}]".replace("%", "%%")
         annotation = info.annotation
         if annotation is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        if get_origin(annotation) is Literal:
+            group.add_argument(flag, dest=name, choices=get_args(annotation), default=None, help=help_text)
             continue
         kind = _scalar_type(annotation)
         group.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(), help=help_text)
@@ -569,6 +770,8 @@ def _scalar_type(annotation: Any) -> Any:
     if annotation in (int, float):
         return annotation
     args = [a for a in get_args(annotation) if a is not type(None)]
+    if float in args:
+        return float
     if Path in args or annotation is Path:
         return Path
     return str

@@ -62,26 +62,55 @@ class Metrics:
         )
 
 
-def configure_logging(level: str = "info") -> None:
-    """JSON lines on stderr: one object per event, ISO timestamps."""
+def configure_logging(level: str = "info", *, tracebacks: bool = True) -> None:
+    """JSON lines on stderr: one object per event, ISO timestamps. Records of the standard library's
+    ``logging`` (uvicorn's, libraries') go through the same renderer, so every line is JSON.
+    ``tracebacks=False`` (the CLI without ``--verbose``) shortens an exception to its type and message."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric, force=True)
+    exceptions = structlog.processors.format_exc_info if tracebacks else _exception_in_one_line
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                exceptions,
+                structlog.processors.JSONRenderer(ensure_ascii=False),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    for name in ("uvicorn", "uvicorn.error"):  # no handlers of their own: through the root's, as JSON
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(ensure_ascii=False),
-        ],
+        processors=[*shared, exceptions, structlog.processors.JSONRenderer(ensure_ascii=False)],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # uvicorn's own access log would print paths and clients without our redaction rules.
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _exception_in_one_line(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    exc_info = event.pop("exc_info", None)
+    if exc_info:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if exc is not None:
+            event["error"] = f"{type(exc).__name__}: {exc}"
+    return event
 
 
 def get_logger(name: str = "flashvl") -> structlog.typing.FilteringBoundLogger:

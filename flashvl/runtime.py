@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from flashvl.config import Settings
@@ -37,11 +39,13 @@ from flashvl.pipeline.router.base import Router
 from flashvl.pipeline.router.rules import KeywordRouter
 from flashvl.pipeline.service import Pipeline
 from flashvl.stages.base import LanguageStage, VisionStage
+from flashvl.stages.lazy import LoadOnFirstUse
 from flashvl.stages.registry import Progress, StageBuilder
 
 log = get_logger("flashvl.runtime")
 ROLES = frozenset({"vision", "language", "voter", "safety"})
 ANSWER_ROLES = frozenset({"vision", "language", "voter"})  # what answering questions needs
+LOADS_ON_FIRST_USE = "loads on first use"  # the status of a ``lazy`` role until it is used
 
 
 class Runtime:
@@ -58,9 +62,12 @@ class Runtime:
         roles: frozenset[str] | set[str] = ROLES,
         metrics: Metrics | None = None,
         progress: Progress | None = None,
+        lazy: frozenset[str] | set[str] = frozenset(),
+        loading: Callable[[str], AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.roles = frozenset(roles)
+        self.lazy = frozenset(lazy)
         self.metrics = metrics
         self.progress = progress
         self.intake = MediaIntake(settings)
@@ -69,6 +76,12 @@ class Runtime:
         self.language_stage: LanguageStage | None = builder.language(progress=progress) if "language" in roles else None
         wants_voter = "voter" in roles and settings.arbitration and "language" in roles
         self.voter_stage: LanguageStage | None = builder.voter(progress) if wants_voter else None
+        # ``lazy`` roles load on first use (``flashvl ask``: a rule's answer needs no language model);
+        # a stage that is also the vision stage (one glm4v model) loads at start with it.
+        if "language" in self.lazy and self.language_stage is not None and self.language_stage is not self.vision_stage:
+            self.language_stage = LoadOnFirstUse(self.language_stage, loading=loading)
+        if "voter" in self.lazy and self.voter_stage is not None and self.voter_stage is not self.vision_stage:
+            self.voter_stage = LoadOnFirstUse(self.voter_stage, loading=loading)
         self.safety_stage: VisionStage | None = None
         if "safety" in roles:  # Open-NSFW alone, for the fast ``safety`` batch task
             from flashvl.stages.offline.safety import SafetyOnlyStage
@@ -89,7 +102,7 @@ class Runtime:
             self.vision,
             self.language,
             router=self._router(),
-            route_default=settings.route_default,  # type: ignore[arg-type]
+            route_default=settings.route_default,
             direct_without_vlm=settings.router_direct_without_vlm,
             arbiter=Arbiter(settings.arbitration_similarity_threshold, embed=self.embedder)
             if settings.arbitration
@@ -100,6 +113,7 @@ class Runtime:
             disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
         )
         self.stage_status: dict[str, str] = {}
+        self.load_seconds: dict[str, float] = {}  # per role, once loaded (the server's "ready" line)
         self.jobs: JobService | None = None
 
     # ------------------------------------------------------------ building
@@ -167,6 +181,10 @@ class Runtime:
             self.stage_status[role] = "loading"
         loaded: list[int] = []
         for role, stage in stages.items():
+            if isinstance(stage, LoadOnFirstUse):
+                self.stage_status[role] = LOADS_ON_FIRST_USE
+                continue
+            began = time.perf_counter()
             try:
                 await stage.load()
             except Exception as exc:
@@ -177,7 +195,8 @@ class Runtime:
                 self._watch_batches(stage)
                 loaded.append(id(stage))
             self.stage_status[role] = "ready"
-            log.info("stage_loaded", stage=role, backend=stage.name)
+            self.load_seconds[role] = round(time.perf_counter() - began, 3)
+            log.info("stage_loaded", stage=role, backend=stage.name, seconds=self.load_seconds[role])
 
     def _watch_batches(self, stage: object) -> None:
         """Feed ``flashvl_batch_size`` from stages that batch in-process (``add_batch_listener``)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -41,21 +42,50 @@ def body_limit(settings: Settings) -> int:
     return settings.max_images_per_request * (settings.max_image_bytes * 4 // 3 + 4) + FORM_OVERHEAD_BYTES
 
 
-def create_app(settings: Settings) -> FastAPI:
+class StartupFailed(Exception):
+    """A stage could not be built (a bad spec); the message is the one-line cause."""
+
+
+def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """Build the app. Its lifespan builds the runtime (``flashvl/runtime.py``), opens the job queue,
-    and loads the stages in the background (``/readyz`` says when they are ready)."""
+    and loads the stages in the background (``/readyz`` says when they are ready), then logs one
+    ``ready`` line with each stage's load time.
+
+    ``on_fatal`` (``flashvl serve``: stop the server, exit non-zero) is called with a one-line cause
+    when a stage cannot be built or loaded; without it a failed stage leaves ``/readyz`` at 503."""
     metrics = Metrics()
+
+    async def load(runtime: Runtime) -> None:
+        began = time.perf_counter()
+        await runtime.start()
+        failed = {role: status for role, status in runtime.stage_status.items() if status.startswith("failed")}
+        if failed:
+            cause = "; ".join(
+                f"the {role} stage failed to load: {status.removeprefix('failed: ')}" for role, status in failed.items()
+            )
+            log.error("startup_failed", cause=cause)
+            if on_fatal is not None:
+                on_fatal(cause)
+            return
+        log.info("ready", seconds=round(time.perf_counter() - began, 3), stages=runtime.load_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings, metrics=metrics)
+        try:
+            runtime = Runtime(settings, metrics=metrics)
+        except Exception as exc:  # a bad stage spec: nothing to serve
+            cause = f"cannot build the stages: {exc.message if isinstance(exc, FlashvlError) else exc}"
+            log.error("startup_failed", cause=cause)
+            if on_fatal is not None:
+                on_fatal(cause)
+            raise StartupFailed(cause) from None
         state = AppState(runtime, metrics)
         app.state.flashvl = state
         metrics.registry.register(PipelineCollector(lambda: runtime.pipeline))
         jobs = runtime.open_jobs()
         if settings.jobs_worker:
             jobs.start()
-        state.load_task = asyncio.create_task(runtime.start())
+        state.load_task = asyncio.create_task(load(runtime))
         try:
             yield
         finally:
@@ -83,7 +113,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(job_routes.router)
     app.include_router(docs.router)
     _install_error_handlers(app, metrics)
-    app.add_middleware(BodySizeLimit, max_bytes=body_limit(settings))
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=body_limit(settings),
+        read_timeout_s=settings.body_read_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+        max_headers=settings.max_header_count,
+    )
     # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).
     app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
     if settings.cors_allow_origins:  # CORS is off unless origins are listed explicitly

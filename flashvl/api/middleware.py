@@ -6,6 +6,7 @@ disconnect reaches the handler, which cancels generation.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -30,8 +31,14 @@ SECURITY_HEADERS = [
 ]
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyRefused(Exception):
+    """The body broke a limit while it streamed in (too large, too slow)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -39,64 +46,118 @@ def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message, "type": kind}}).encode()
 
 
-class BodySizeLimit:
-    """Refuse request bodies over ``max_bytes`` while they stream in, not after.
+BODY_GRACE_S = 5.0  # before the bytes-per-second floor applies (connection set-up, a slow first chunk)
 
-    A declared Content-Length over the cap is refused before a byte is read;
-    a chunked body is counted as it arrives and cut off at the cap.
+
+class BodySizeLimit:
+    """Refuse request bodies over ``max_bytes`` while they stream in, not after, and bodies that
+    arrive too slowly: the whole body within ``read_timeout_s``, and after ``BODY_GRACE_S`` at least
+    ``min_bytes_per_s`` on average (408 ``request_body_timeout``).
+
+    A declared Content-Length over the cap is refused before a byte is read; a chunked body is
+    counted as it arrives and cut off at the cap. The refusal is ours even when the framework
+    caught the error while parsing the body (FastAPI turns any error there into a 400).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        read_timeout_s: float = 60.0,
+        min_bytes_per_s: int = 0,
+        max_headers: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
+        self.min_bytes_per_s = min_bytes_per_s
+        self.max_headers = max_headers
+
+    def _too_large(self) -> BodyRefused:
+        return BodyRefused(
+            413,
+            "request_too_large",
+            f"The request body is larger than {self.max_bytes} bytes. Send a smaller image "
+            "(see max_image_bytes) or fewer images.",
+        )
+
+    def _deadline(self, started: float, seen: int) -> float:
+        deadline = started + self.read_timeout_s
+        if self.min_bytes_per_s > 0:
+            deadline = min(deadline, started + BODY_GRACE_S + seen / self.min_bytes_per_s)
+        return deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
+        raw_headers = scope.get("headers") or []
+        if self.max_headers is not None and len(raw_headers) > self.max_headers:
+            message = f"The request has {len(raw_headers)} headers; at most {self.max_headers} are accepted."
+            await self._refuse(send, BodyRefused(431, "too_many_headers", message))
+            return
+        headers = dict(raw_headers)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, self._too_large())
             return
         seen = 0
+        body_done = False
+        started = time.monotonic()
+        refused: BodyRefused | None = None
         response_started = False
 
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal seen, body_done, refused
+            if body_done or refused is not None:
+                return await receive()
+            remaining = self._deadline(started, seen) - time.monotonic()
+            try:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    message = await receive()
+            except TimeoutError:
+                refused = BodyRefused(
+                    408,
+                    "request_body_timeout",
+                    f"The request body arrived too slowly ({seen} bytes so far; the whole body must arrive "
+                    f"within {self.read_timeout_s:g} s, at {self.min_bytes_per_s} bytes/s or more).",
+                )
+                raise refused from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    refused = self._too_large()
+                    raise refused
+                body_done = not message.get("more_body", False)
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal response_started
+            if refused is not None:  # the app answered (a 400 for "error parsing the body"): ours instead
+                if message["type"] == "http.response.start" and not response_started:
+                    response_started = True
+                    await self._refuse(send, refused)
+                return
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+            await self.app(scope, guarded_receive, guarded_send)
+        except BodyRefused as exc:
             if not response_started:
-                await self._refuse(send)
+                response_started = True
+                await self._refuse(send, exc)
 
-    async def _refuse(self, send: Send) -> None:
-        body = _error_body(
-            "request_too_large",
-            f"The request body is larger than {self.max_bytes} bytes. Send a smaller image "
-            "(see max_image_bytes) or fewer images.",
-        )
+    async def _refuse(self, send: Send, refusal: BodyRefused) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": refusal.status,
                 "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": _error_body(refusal.code, refusal.message)})
 
 
 class RequestContext:

@@ -99,7 +99,8 @@ class InferRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_image(self) -> InferRequest:
-        if bool(self.image_url) == bool(self.image_base64):
+        # None is absent; "" is an image of 0 bytes (refused by the intake as empty_image)
+        if (self.image_url is None) == (self.image_base64 is None):
             raise ValueError("send exactly one of image_url or image_base64")
         return self
 

@@ -15,7 +15,8 @@ import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -180,10 +181,21 @@ def _check_data_dependencies(items: Sequence[EvalItem]) -> None:
         cjk_font_path()
 
 
-async def evaluate(pipeline: Any, items: Sequence[EvalItem], settings: Settings) -> list[ItemResult]:
-    """Answer every item with an already loaded pipeline, in order."""
+async def evaluate(
+    pipeline: Any,
+    items: Sequence[EvalItem],
+    settings: Settings,
+    on_item: Callable[[int, int, str], None] | None = None,
+) -> list[ItemResult]:
+    """Answer every item with an already loaded pipeline, in order; ``on_item(done, total, id)``
+    after each one (the CLI's progress bar)."""
     cache: dict[str, Any] = {}
-    return [await _run_item(pipeline, item, settings, cache) for item in items]
+    results = []
+    for number, item in enumerate(items, 1):
+        results.append(await _run_item(pipeline, item, settings, cache))
+        if on_item is not None:
+            on_item(number, len(items), item.id)
+    return results
 
 
 # ------------------------------------------------------------------ reporting
@@ -237,11 +249,15 @@ async def run_eval(
     ids: Iterable[str] | None = None,
     limit: int | None = None,
     items_path: Path = DEFAULT_ITEMS,
+    start: Callable[[Settings, frozenset[str]], AbstractAsyncContextManager[Any]] | None = None,
+    on_item: Callable[[int, int, str], None] | None = None,
 ) -> int:
     """Load the pipeline once, answer the (selected) items, print the report; 0 when it ran.
 
     The score is reported, not judged: a low score still exits 0. Returns 2 when the
-    evaluation data cannot be made (scikit-image or a CJK font missing).
+    evaluation data cannot be made (scikit-image or a CJK font missing). ``start`` builds and starts
+    the runtime (the CLI's shows a progress display; it raises when a stage fails to load);
+    ``on_item`` is told after each answered item.
     """
     from flashvl.runtime import ANSWER_ROLES, Runtime
 
@@ -252,13 +268,14 @@ async def run_eval(
         print(f"flashvl eval: {exc}", file=sys.stderr)
         return 2
     print("flashvl eval: loading the models ...", file=sys.stderr)
-    async with Runtime(settings, roles=ANSWER_ROLES) as runtime:
+    started = start(settings, ANSWER_ROLES) if start is not None else Runtime(settings, roles=ANSWER_ROLES)
+    async with started as runtime:
         failed = {role: status for role, status in runtime.stage_status.items() if status != "ready"}
         if failed:
             print(f"flashvl eval: a stage failed to load: {failed}", file=sys.stderr)
             return 1
         print(f"flashvl eval: answering {len(items)} items ...", file=sys.stderr)
-        results = await evaluate(runtime.pipeline, items, settings)
+        results = await evaluate(runtime.pipeline, items, settings, on_item)
     print(format_report(results))
     if out is not None:
         write_results(results, out)

@@ -21,27 +21,56 @@ from flashvl.jobs.worker import WorkerConfig, run_job
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
+class BatchInputError(ValueError):
+    """The folder or manifest given to ``flashvl batch`` cannot be used; the message says why and where."""
+
+
 def collect_items(source: Path) -> list[tuple[str, dict[str, Any]]]:
     """A folder (images under it, keyed by relative path), a JSONL manifest (``{"image", "key"?}`` per
-    line) or a text manifest (one path per line; relative paths are relative to the manifest)."""
+    line) or a text manifest (one path per line; relative paths are relative to the manifest).
+    Raises ``BatchInputError`` for a missing source, a bad manifest line, or no image at all."""
+    if not source.exists():
+        raise BatchInputError(f"{source}: no such folder or manifest file")
     if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(p for p in source.rglob("*") if p.is_file())
+        files = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            others = [str(p.relative_to(source)) for p in found]
+            seen = f"; it holds {len(others)} other file(s): {', '.join(others[:3])}{' ...' if len(others) > 3 else ''}"
+            raise BatchInputError(
+                f"{source}: no images to process (looked for {' '.join(sorted(IMAGE_SUFFIXES))}"
+                f"{seen if others else ', and the folder is empty'})"
+            )
         return [(str(p.relative_to(source)), {"image": str(p.resolve())}) for p in files]
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchInputError(
+            f"{source}: cannot read the manifest ({exc}); give a folder or a text/JSONL manifest"
+        ) from None
     items = []
-    for number, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if line.startswith("{"):
-            entry = json.loads(line)
-            if "image" not in entry:
-                raise ValueError(f"{source}:{number}: a manifest line needs an 'image'")
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BatchInputError(f"{source}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(entry.get("image"), str) or not entry["image"]:
+                raise BatchInputError(
+                    f'{source}:{number}: a manifest line needs an "image" (a path or URL), e.g. '
+                    '{"image": "photos/a.jpg", "key": "a"}'
+                )
         else:
             entry = {"image": line}
         ref = entry["image"]
         if "://" not in ref and not ref.startswith("data:") and not Path(ref).is_absolute():
             entry["image"] = str((source.parent / ref).resolve())
         items.append((str(entry.pop("key", ref)), entry))
+    if not items:
+        raise BatchInputError(f"{source}: the manifest lists no images (one path or JSON object a line)")
     return items
 
 
@@ -64,12 +93,16 @@ async def run_batch(
 ) -> dict[str, Any]:
     """Add ``items`` to job ``job_id`` (nothing twice), work through it with a progress bar, write the
     results; the final progress. The caller (``flashvl batch``) builds the runtime and the store."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     created = await asyncio.to_thread(store.create_job, job_id, task, items, {"source": str(source)})
     print(f"job {job_id}: {created['total']} items ({created['added']} new)", file=sys.stderr)
+    if not created["total"]:  # nothing will ever finish: say so instead of waiting
+        raise BatchInputError(f"job {job_id} has no items")
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    with Progress(*columns, disable=not show_progress, transient=False) as bar:
+    console = Console(stderr=True)  # stdout is for results
+    with Progress(*columns, console=console, disable=not show_progress, transient=False) as bar:
         bar_task = bar.add_task(f"{task} {job_id}", total=created["total"])
 
         def report(progress: dict[str, Any]) -> None:

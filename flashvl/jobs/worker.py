@@ -41,6 +41,12 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def is_permanent(error: BaseException) -> bool:
+    """A refusal that the same item can never get past (bad image, SSRF refusal, file outside the root):
+    a 4xx other than 408/429. Retrying it only wastes attempts; it is parked at once."""
+    return isinstance(error, FlashvlError) and 400 <= error.status < 500 and error.status not in (408, 429)
+
+
 async def process_batch(store: JobStore, job_id: str, handler: Handler, config: WorkerConfig) -> int:
     """Take one micro-batch and finish it; how many items were taken (0: nothing due now)."""
     batch = await asyncio.to_thread(store.claim, job_id, config.batch_size, config.lease_s)
@@ -52,9 +58,8 @@ async def process_batch(store: JobStore, job_id: str, handler: Handler, config: 
         outcomes = [exc] * len(batch)
     for item, outcome in zip(batch, outcomes, strict=True):
         if isinstance(outcome, BaseException):
-            state = await asyncio.to_thread(
-                store.fail, item, describe_error(outcome), config.max_attempts, config.backoff_s
-            )
+            attempts = 1 if is_permanent(outcome) else config.max_attempts
+            state = await asyncio.to_thread(store.fail, item, describe_error(outcome), attempts, config.backoff_s)
             log.info("job_item_failed", job=job_id, key=item.key, outcome=state, error=describe_error(outcome))
         elif not await asyncio.to_thread(store.complete, item, outcome):
             log.warning("job_item_lease_lost", job=job_id, key=item.key)

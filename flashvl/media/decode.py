@@ -22,6 +22,12 @@ from flashvl.media.types import LoadedImage, Source
 SNIFFABLE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 # No real photo is wider or taller than this (JPEG's own limit); larger sides are hostile or broken.
 MAX_IMAGE_SIDE = 65_535
+# Images with a shorter side than this are enlarged (nearest neighbour, aspect kept) after decoding:
+# detectors, OCR and colour statistics all need a few pixels to work with.
+MIN_IMAGE_SIDE = 16
+# Bytes per pixel of a decoded image, as Pillow holds it (multi-band modes take 4 bytes a pixel).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 # Transparent pixels are composited onto white: what a viewer shows for a transparent PNG.
 _BACKGROUND = (255, 255, 255)
 _EXIF_ORIENTATION = 0x0112
@@ -63,11 +69,51 @@ def _webp_canvas_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """Width and height as the container's header states them, before any decoder sees the file."""
+    if fmt == "PNG" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return struct.unpack(">II", data[16:24])
+    if fmt == "GIF" and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])
+    if fmt == "BMP" and len(data) >= 26 and int.from_bytes(data[14:18], "little") >= 40:
+        width, height = struct.unpack("<ii", data[18:26])
+        return width, abs(height)
+    return None
+
+
+def _png_bytes_per_pixel(data: bytes) -> int:
+    """Bytes per pixel a PNG's samples take (16-bit samples count double), from its IHDR."""
+    if len(data) < 26:
+        return 0
+    depth, colour_type = data[24], data[25]
+    return max(1, _PNG_CHANNELS.get(colour_type, 4) * depth // 8)
+
+
+def _check_memory(width: int, height: int, bytes_per_pixel: int, settings: Settings) -> None:
+    need = width * height * bytes_per_pixel
+    if need > settings.max_decoded_image_bytes:
+        raise MediaError(
+            "image_too_large_memory",
+            f"Decoding this {width}x{height} image would take {need} bytes ({bytes_per_pixel} per pixel for its "
+            f"mode and bit depth); the limit is {settings.max_decoded_image_bytes} (setting "
+            "max_decoded_image_bytes). Send an 8-bit image without alpha, or a smaller one.",
+            413,
+        )
+
+
 def _check_dimensions(width: int, height: int, settings: Settings) -> None:
     if width <= 0 or height <= 0 or width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
         raise MediaError(
             "invalid_image_dimensions",
             f"Image header says {width}x{height}; each side must be between 1 and {MAX_IMAGE_SIDE} pixels.",
+            400,
+        )
+    ratio = max(width, height) / min(width, height)
+    if ratio > settings.max_image_aspect_ratio:
+        raise MediaError(
+            "image_aspect_ratio_too_large",
+            f"Image is {width}x{height}, {ratio:.0f}:1; the most accepted is {settings.max_image_aspect_ratio:g}:1 "
+            "(setting max_image_aspect_ratio). Crop or split the image.",
             400,
         )
     if width * height > settings.max_image_pixels:
@@ -84,7 +130,24 @@ def _bomb_error(detail: object) -> MediaError:
 
 
 def _corrupt_error(fmt: str, detail: object) -> MediaError:
-    return MediaError("corrupt_image", f"The {fmt} image is truncated or corrupt: {detail}", 400)
+    text = str(detail)
+    if "Decompressed Data Too Large" in text or "Too much memory used in text chunks" in text:
+        # Pillow's own cap on compressed text/ICC chunks: metadata that inflates past it
+        return MediaError(
+            "image_metadata_too_large",
+            f"The image's compressed metadata inflates past the decoder's limit ({text}). Strip the metadata.",
+            413,
+        )
+    return MediaError("corrupt_image", f"The {fmt} image is truncated or corrupt: {text[:200]}", 400)
+
+
+def _enlarge_small(image: Image.Image) -> Image.Image:
+    """Enlarge an image whose shorter side is under ``MIN_IMAGE_SIDE`` (nearest neighbour, aspect kept)."""
+    short = min(image.size)
+    if short >= MIN_IMAGE_SIDE:
+        return image
+    scale = -(-MIN_IMAGE_SIDE // short)
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def _open_lazily(data: bytes, fmt: str) -> ImageFile.ImageFile:
@@ -201,6 +264,10 @@ def decode_image(data: bytes, settings: Settings, source: Source) -> LoadedImage
         )
     if fmt == "WEBP" and (canvas := _webp_canvas_size(data)) is not None:
         _check_dimensions(*canvas, settings)
+    if (declared := _header_size(data, fmt)) is not None:
+        _check_dimensions(*declared, settings)
+        if fmt == "PNG":
+            _check_memory(*declared, max(_png_bytes_per_pixel(data), 1), settings)
 
     # Pillow's own bomb guard for what the header check cannot see (e.g. a GIF frame that
     # grows the canvas while loading). Set on every call from this call's settings instead of
@@ -208,6 +275,7 @@ def decode_image(data: bytes, settings: Settings, source: Source) -> LoadedImage
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     image = _open_lazily(data, fmt)
     _check_dimensions(*image.size, settings)
+    _check_memory(*image.size, _MODE_BYTES.get(image.mode, 4), settings)
     try:
         image.load()  # GIF/WebP: loads only the first frame
     except Image.DecompressionBombError as exc:
@@ -217,7 +285,7 @@ def decode_image(data: bytes, settings: Settings, source: Source) -> LoadedImage
     if image.width * image.height > settings.max_image_pixels:
         raise _bomb_error(f"the canvas grew to {image.width}x{image.height} while decoding")
 
-    rgb = _to_rgb(_apply_exif_orientation(image))
+    rgb = _enlarge_small(_to_rgb(_apply_exif_orientation(image)))
     return LoadedImage(
         image=rgb,
         sha256=hashlib.sha256(data).hexdigest(),

@@ -318,6 +318,8 @@ class UrlFetcher:
         try:
             async with asyncio.timeout(self._settings.fetch_timeout_s):
                 return await self._fetch_following_redirects(url)
+        except httpx.InvalidURL as exc:  # a redirect target httpx cannot even represent
+            raise MediaError("invalid_url", "The image URL (or a redirect it sent) is not a valid URL.", 400) from exc
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise MediaError(
                 "fetch_timeout",

@@ -40,18 +40,31 @@ def _too_large(settings: Settings, what: str) -> MediaError:
 
 def _read_file_capped(path: Path, settings: Settings, what: str) -> bytes:
     """Read a regular file, refusing before reading if it is over the cap."""
+    # Non-blocking open: a FIFO (or a device) would otherwise block this thread until someone writes to it.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise MediaError("file_not_found", f"The {what} is not a regular file.", 400)
-            if info.st_size > settings.max_image_bytes:
-                raise _too_large(settings, what)
-            data = handle.read(settings.max_image_bytes + 1)
+        fd = os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
         raise MediaError("file_not_found", f"The {what} does not exist.", 400) from exc
     except PermissionError as exc:
         raise MediaError("file_not_found", f"The {what} cannot be read (permission denied).", 400) from exc
+    except (OSError, ValueError) as exc:  # ENXIO (a socket), ELOOP, an embedded NUL
+        raise MediaError("file_not_found", f"The {what} cannot be opened as a regular file.", 400) from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise MediaError("file_not_found", f"The {what} is not a regular file.", 400)
+        if info.st_size > settings.max_image_bytes:
+            raise _too_large(settings, what)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            data = handle.read(settings.max_image_bytes + 1)
+    except OSError as exc:
+        raise MediaError("file_not_found", f"The {what} cannot be read.", 400) from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > settings.max_image_bytes:  # the file grew after fstat
         raise _too_large(settings, what)
     return data
@@ -162,7 +175,10 @@ class MediaIntake:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or parts.query or "\x00" in url:
             raise MediaError("invalid_url", "A file URL must look like file:///absolute/path.", 400)
-        requested = Path(unquote(parts.path))
+        unquoted = unquote(parts.path)
+        if "\x00" in unquoted:  # a percent-encoded NUL (x.jpg%00.png)
+            raise MediaError("invalid_url", "A file URL must not contain a NUL character.", 400)
+        requested = Path(unquoted)
         root_real = Path(root).resolve()
         outside = MediaError("file_url_not_allowed", f"The file URL points outside file_root ({root_real}).", 403)
         # Lexical check first, so paths outside the root do not reveal whether they exist.

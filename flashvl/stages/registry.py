@@ -149,7 +149,7 @@ def _engine(settings: Settings, spec: str, role: Literal["vision", "language"], 
             timeout_s=settings.upstream_timeout_s,
             connect_timeout_s=settings.upstream_connect_timeout_s,
             retries=settings.upstream_retries,
-            image_mode=settings.upstream_image_mode,  # type: ignore[arg-type]
+            image_mode=settings.upstream_image_mode,
             enable_thinking_kwarg=settings.upstream_thinking_kwarg,
         )
         engines[(spec, role)] = stage

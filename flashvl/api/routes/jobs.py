@@ -42,7 +42,11 @@ def _service(request: Request) -> JobService:
 def parse_items(body: bytes) -> list[tuple[str, dict[str, Any]]]:
     """JSONL, one ``{"image": REF, "key"?: str}`` per line; the key defaults to the line's sha256."""
     items, seen = [], set()
-    for number, line in enumerate(body.decode("utf-8", errors="strict").splitlines(), 1):
+    try:
+        text = body.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise FlashvlError("invalid_request", f"the body is not UTF-8 (byte {exc.start})", 422) from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -64,6 +64,8 @@ def dominant_colours(rgb: np.ndarray, k: int = 3) -> list[NamedColour]:
     """Main colours of a region, largest share first (k-means on a small copy)."""
     small = cv2.resize(rgb, (48, 48), interpolation=cv2.INTER_AREA) if rgb.shape[0] * rgb.shape[1] > 2304 else rgb
     pixels = small.reshape(-1, 3).astype(np.float32)
+    if len(pixels) < 2:  # OpenCV reads a single (1, 3) row as three 1-D samples
+        pixels = np.repeat(pixels, 2, axis=0)
     k = max(1, min(k, len(pixels)))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 1.0)
     _, labels, centres = cv2.kmeans(pixels, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)

@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[brain]'
 	touch $@
 
-# Tests: runtime + test tools + the GLM-4.6V extra (its path is tested on a tiny local model),
+# Tests: runtime + test tools + the GLM-4.6V extra (its path is tested on a tiny local model), the Ray extra,
 # and the Debian packages the tests drive (chromium, redis-server, a CJK font).
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[brain,dev,glm]'
+	$(BIN)/pip install --quiet -e '.[brain,dev,glm,ray]'
 	touch $@
 
 serve: $(VENV)/.installed

@@ -116,7 +116,8 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list
     """Exit 2 with the command's short usage; a flag of another command says which commands take it."""
     from flashvl.config import commands_of
 
-    sub: argparse.ArgumentParser = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    sub: argparse.ArgumentParser = actions[0].choices[command] if actions else parser
     problems = []
     for word in unknown:
         name = word.removeprefix("--").partition("=")[0].replace("-", "_")
@@ -154,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = str(exc).splitlines()
         return _fail("invalid settings:" + "".join(f"\n  {line}" for line in lines), EXIT_USAGE)
     if args.command == "serve":
-        return serve(settings, verbose=args.verbose)
+        with quiet_native_output(enabled=not args.verbose):  # llama.cpp's lines are not JSON
+            return serve(settings, verbose=args.verbose)
     try:
         with quiet_native_output(enabled=not args.verbose):
             from flashvl.observability import configure_logging
@@ -232,6 +234,12 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
         print(
             "flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.", file=sys.stderr
         )
+    if settings.engine == "ray":  # a Ray Serve application: ingress + one deployment per stage role
+        try:
+            from flashvl.deploy.ray import launch
+        except ImportError as exc:
+            return _fail(f"--engine ray needs the 'ray' extra (pip install 'flashvl[ray]'): {exc}", EXIT_USAGE)
+        return launch(settings)
     configure_logging(settings.log_level)
     # The lifespan logs a failed build as one ``startup_failed`` line; Starlette also hands uvicorn the
     # traceback text of that exception, which would print as one more (multi-line) error.
@@ -262,9 +270,8 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
     except SystemExit as exc:  # uvicorn exits 3 when the lifespan failed to start
         if not causes:
             return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
-    if causes:
-        return _fail(f"cannot start: {causes[0]}", EXIT_FAILED)
-    return EXIT_OK
+    # the cause is already logged, as one ``startup_failed`` JSON line (every line of ``serve`` is JSON)
+    return EXIT_FAILED if causes else EXIT_OK
 
 
 @contextlib.contextmanager

@@ -541,6 +541,78 @@ class Settings(BaseSettings):
         **_group("security"),
     )
 
+    # --- scale-out on Ray Serve (flashvl/deploy/; needs the 'ray' extra)
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="'local': one process. 'ray': a Ray Serve application, one deployment per stage role "
+        "plus the HTTP ingress, each with its own replicas.",
+        **_group("deploy"),
+    )
+    ray_address: str = Field(
+        "",
+        description="Ray cluster to deploy to (e.g. ray://head:10001 or 127.0.0.1:6379). Empty: RAY_ADDRESS, "
+        "else a new local cluster.",
+        **_group("deploy"),
+    )
+    ray_app_name: str = Field("flashvl", description="Name of the Ray Serve application.", **_group("deploy"))
+    ray_proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        "HeadOnly",
+        description="Where Serve's HTTP proxies run: HeadOnly, or EveryNode (one per machine behind your balancer).",
+        **_group("deploy"),
+    )
+    ingress_replicas: str = Field(
+        "1",
+        pattern=r"^\d+(-\d+)?$",
+        description="HTTP ingress replicas: N, or MIN-MAX to autoscale. More than one needs shared state (Redis).",
+        **_group("deploy"),
+    )
+    vision_replicas: str = Field(
+        "1",
+        pattern=r"^\d+(-\d+)?$",
+        description="Vision stage replicas: N, or MIN-MAX to autoscale.",
+        **_group("deploy"),
+    )
+    language_replicas: str = Field(
+        "1",
+        pattern=r"^\d+(-\d+)?$",
+        description="Language stage (and voter) replicas: N, or MIN-MAX to autoscale.",
+        **_group("deploy"),
+    )
+    ingress_num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per ingress replica.", **_group("deploy"))
+    vision_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per vision replica.", **_group("deploy"))
+    vision_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per vision replica (fractions share one).", **_group("deploy")
+    )
+    language_num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per language replica.", **_group("deploy"))
+    language_num_gpus: float = Field(0.0, ge=0, description="GPUs per language replica.", **_group("deploy"))
+    stage_max_ongoing_requests: int = Field(
+        8,
+        ge=1,
+        description="Requests one stage replica works on at once (its batcher coalesces them); the rest queue.",
+        **_group("deploy"),
+    )
+    autoscale_target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Autoscaling: requests per replica (in flight + queued) to aim for.", **_group("deploy")
+    )
+    autoscale_upscale_delay_s: float = Field(
+        30.0, ge=0, description="Autoscaling: load must last this long before a replica is added.", **_group("deploy")
+    )
+    autoscale_downscale_delay_s: float = Field(
+        600.0, ge=0, description="Autoscaling: idle this long before a replica is removed.", **_group("deploy")
+    )
+    tracing: bool = Field(
+        False,
+        description="OpenTelemetry spans for the ingress, each stage call and each replica's work (one trace per "
+        "request id, propagated through Ray Serve handles).",
+        **_group("deploy"),
+    )
+    tracing_otlp_endpoint: str = Field(
+        "",
+        description="Export spans over OTLP/HTTP to this URL (e.g. http://collector:4318/v1/traces; needs "
+        "opentelemetry-exporter-otlp). Empty: spans stay in the process (none exported).",
+        **_group("deploy"),
+    )
+
     @field_validator("api_keys", "ip_allowlist", "trusted_proxies", "cors_allow_origins", mode="before")
     @classmethod
     def _split_security_lists(cls, value: Any) -> Any:
@@ -586,6 +658,7 @@ GROUP_COMMANDS: dict[str, tuple[str, ...]] = {
     "jobs": ("serve", "batch"),
     "pipeline": COMMANDS,
     "security": ("serve",),
+    "deploy": ("serve",),
 }
 FIELD_COMMANDS: dict[str, tuple[str, ...]] = {
     "log_level": COMMANDS,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,6 +31,7 @@ from flashvl.observability import Metrics, get_logger
 from flashvl.pipeline.admission import ModelGate
 from flashvl.pipeline.arbitration import Arbiter
 from flashvl.pipeline.cache.factory import build_cache
+from flashvl.pipeline.disclaimers import DomainClassifier
 from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
 from flashvl.pipeline.resilience import CircuitBreaker
@@ -53,6 +54,11 @@ class Runtime:
 
     ``roles`` narrows which stages are built (a caption needs no language model, a safety batch
     no vision pipeline); ``metrics`` receives per-stage latencies and batch sizes.
+
+    ``stages`` hands in stage objects already built elsewhere, by role ("vision", "language",
+    "voter"), instead of building them from the settings: ``flashvl/deploy`` passes stand-ins that
+    reach Ray Serve deployments. They are guarded exactly like built ones, so the pipeline does not
+    know where a stage runs.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class Runtime:
         progress: Progress | None = None,
         lazy: frozenset[str] | set[str] = frozenset(),
         loading: Callable[[str], AbstractContextManager[Any]] | None = None,
+        stages: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.roles = frozenset(roles)
@@ -72,10 +79,15 @@ class Runtime:
         self.progress = progress
         self.intake = MediaIntake(settings)
         builder = StageBuilder(settings)
-        self.vision_stage: VisionStage = builder.vision()
-        self.language_stage: LanguageStage | None = builder.language(progress=progress) if "language" in roles else None
+        given = dict(stages or {})
+        self.vision_stage: VisionStage = given["vision"] if "vision" in given else builder.vision()
+        self.language_stage: LanguageStage | None = None
+        if "language" in roles:
+            self.language_stage = given["language"] if "language" in given else builder.language(progress=progress)
         wants_voter = "voter" in roles and settings.arbitration and "language" in roles
-        self.voter_stage: LanguageStage | None = builder.voter(progress) if wants_voter else None
+        self.voter_stage: LanguageStage | None = None
+        if wants_voter:
+            self.voter_stage = given["voter"] if "voter" in given else builder.voter(progress)
         # ``lazy`` roles load on first use (``flashvl ask``: a rule's answer needs no language model);
         # a stage that is also the vision stage (one glm4v model) loads at start with it.
         if "language" in self.lazy and self.language_stage is not None and self.language_stage is not self.vision_stage:
@@ -96,7 +108,7 @@ class Runtime:
         self.language = self._guard_language(self.language_stage, "language")
         self.voter = self._guard_language(self.voter_stage, "voter")
         self.safety = self._guard_vision(self.safety_stage, "safety") if self.safety_stage is not None else None
-        self.embedder = Embedder()  # one for the router and the arbiter, loaded on first use
+        self.embedder = Embedder()  # one for the router, the arbiter and the disclaimers, loaded on first use
         self.reviews = build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items)
         self.pipeline = Pipeline(
             self.vision,
@@ -111,6 +123,7 @@ class Runtime:
             voter=self.voter,
             reviews=self.reviews,
             disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
+            domain_classifier=DomainClassifier(self.embedder) if settings.disclaimers else None,
         )
         self.stage_status: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}  # per role, once loaded (the server's "ready" line)

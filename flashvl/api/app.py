@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,13 +47,16 @@ class StartupFailed(Exception):
     """A stage could not be built (a bad spec); the message is the one-line cause."""
 
 
-def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, on_fatal: Callable[[str], None] | None = None, stages: Mapping[str, Any] | None = None
+) -> FastAPI:
     """Build the app. Its lifespan builds the runtime (``flashvl/runtime.py``), opens the job queue,
     and loads the stages in the background (``/readyz`` says when they are ready), then logs one
     ``ready`` line with each stage's load time.
 
     ``on_fatal`` (``flashvl serve``: stop the server, exit non-zero) is called with a one-line cause
-    when a stage cannot be built or loaded; without it a failed stage leaves ``/readyz`` at 503."""
+    when a stage cannot be built or loaded; without it a failed stage leaves ``/readyz`` at 503.
+    ``stages``: stage objects built elsewhere, by role, for the runtime (``flashvl/deploy``: Ray Serve)."""
     metrics = Metrics()
 
     async def load(runtime: Runtime) -> None:
@@ -72,7 +76,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            runtime = Runtime(settings, metrics=metrics)
+            runtime = Runtime(settings, metrics=metrics, stages=stages)
         except Exception as exc:  # a bad stage spec: nothing to serve
             cause = f"cannot build the stages: {exc.message if isinstance(exc, FlashvlError) else exc}"
             log.error("startup_failed", cause=cause)
@@ -119,6 +123,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         read_timeout_s=settings.body_read_timeout_s,
         min_bytes_per_s=settings.body_min_bytes_per_s,
         max_headers=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
     )
     # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).
     app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
@@ -131,6 +136,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
             allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
         )
     app.add_middleware(RequestContext, metrics=metrics)
+    # Swagger UI's and ReDoc's files (a package's, not a CDN's) for /docs and /redoc; before /static.
+    app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="apidocs")
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -13,6 +13,7 @@ httptools has no head-size limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import h11
@@ -60,18 +61,14 @@ class HeadDeadlineH11Protocol(H11Protocol):
         self._head_timer = None
         if not self._waiting_for_head() or self.transport.is_closing():
             return
-        try:
+        with contextlib.suppress(h11.LocalProtocolError):
             self.conn.send(h11.ConnectionClosed())
-        except h11.LocalProtocolError:
-            pass
         self.transport.close()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The connection limits of ``flashvl serve`` as ``uvicorn.run`` keyword arguments."""
-    protocol = type(
-        "FlashvlH11Protocol", (HeadDeadlineH11Protocol,), {"head_timeout_s": settings.header_timeout_s}
-    )
+    protocol = type("FlashvlH11Protocol", (HeadDeadlineH11Protocol,), {"head_timeout_s": settings.header_timeout_s})
     return {
         "http": protocol,
         "h11_max_incomplete_event_size": settings.max_header_bytes,

@@ -29,6 +29,14 @@ SECURITY_HEADERS = [
         b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     ),
 ]
+# ReDoc (/redoc) styles itself at run time with <style> elements; it alone gets inline styles (never scripts).
+REDOC_SECURITY_HEADERS = [
+    (name, value.replace(b"style-src 'self'", b"style-src 'self' 'unsafe-inline'")) for name, value in SECURITY_HEADERS
+]
+
+
+def security_headers(path: str) -> list[tuple[bytes, bytes]]:
+    return REDOC_SECURITY_HEADERS if path == "/redoc" else SECURITY_HEADERS
 
 
 class BodyRefused(Exception):
@@ -66,12 +74,14 @@ class BodySizeLimit:
         read_timeout_s: float = 60.0,
         min_bytes_per_s: int = 0,
         max_headers: int | None = None,
+        max_header_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.read_timeout_s = read_timeout_s
         self.min_bytes_per_s = min_bytes_per_s
         self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
 
     def _too_large(self) -> BodyRefused:
         return BodyRefused(
@@ -95,6 +105,11 @@ class BodySizeLimit:
         if self.max_headers is not None and len(raw_headers) > self.max_headers:
             message = f"The request has {len(raw_headers)} headers; at most {self.max_headers} are accepted."
             await self._refuse(send, BodyRefused(431, "too_many_headers", message))
+            return
+        head_bytes = sum(len(name) + len(value) + 4 for name, value in raw_headers)
+        if self.max_header_bytes is not None and head_bytes > self.max_header_bytes:
+            message = f"The request headers take {head_bytes} bytes; at most {self.max_header_bytes} are accepted."
+            await self._refuse(send, BodyRefused(431, "headers_too_large", message))
             return
         headers = dict(raw_headers)
         declared = headers.get(b"content-length")
@@ -187,7 +202,7 @@ class RequestContext:
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
-                    *SECURITY_HEADERS,
+                    *security_headers(scope.get("path", "")),
                 ]
             await send(message)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -28,16 +28,38 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart | ImagePart] | None = None
+    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | list[TextPart | ImagePart] | None = None
 
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field("answer", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+# OpenAI fields accepted that change nothing here (metadata, storage, tool settings without tools).
+NO_EFFECT_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls", "tool_choice"})
+
+
 class ChatCompletionRequest(BaseModel):
-    # OpenAI clients send many optional fields; unknown ones are ignored, known ones checked.
-    model_config = ConfigDict(extra="ignore")
+    # OpenAI clients send many optional fields: the ones below are honoured; any other field is refused
+    # with 400 ``unsupported_parameter`` unless it is unset/neutral (null, false, 0, empty) or in
+    # ``NO_EFFECT_FIELDS`` (see ``unsupported_fields``).
+    model_config = ConfigDict(extra="allow")
 
     model: str = "flashvl"
     messages: list[Message] = Field(min_length=1, max_length=64)
@@ -47,7 +69,19 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    n: int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    n: int = Field(1, ge=1, description="Only 1 is supported (more is a 400 unsupported_parameter).")
+    stop: str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        None, max_length=4, description="Up to 4 sequences where generation stops (not included in the answer)."
+    )
+    seed: int | None = Field(None, description="Sampling seed: the same seed and request give the same answer.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=20, description="With logprobs: true, the most likely alternatives per token (0-20)."
+    )
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="json_object or json_schema: the answer is JSON (grammar-constrained by llama.cpp; passed "
+        "to OpenAI-compatible upstreams). Needs a language stage.",
+    )
     max_pixels: int | None = Field(
         None, ge=65_536, description="flashvl extension: analyse images downscaled to at most this many pixels."
     )
@@ -57,12 +91,36 @@ class ChatCompletionRequest(BaseModel):
     include_intermediate: bool = Field(False, description="flashvl extension: return each stage's own output.")
     logprobs: bool = Field(
         False,
-        description="As in OpenAI, token probabilities cost time, so they are off unless asked: true fills "
-        "flashvl.confidence from the language stage's token probabilities.",
+        description="As in OpenAI, token probabilities cost time, so they are off unless asked: true returns "
+        "choices[].logprobs.content (the language stage's tokens) and fills flashvl.confidence.",
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="{'enable_thinking': bool}, as vLLM/SGLang accept for GLM's thinking switch."
     )
+
+
+def unsupported_fields(body: ChatCompletionRequest) -> list[str]:
+    """Fields flashvl does not implement that the request sets to something other than a neutral value."""
+    neutral: tuple[object, ...] = (None, False, 0, 0.0, "", [], {}, "none", "auto")
+    return sorted(
+        key
+        for key, value in (body.model_extra or {}).items()
+        if key not in NO_EFFECT_FIELDS and not any(value == n and type(value) is type(n) for n in neutral)
+    )
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
 
 
 class ChoiceMessage(BaseModel):
@@ -75,6 +133,7 @@ class Choice(BaseModel):
     index: int = 0
     message: ChoiceMessage
     finish_reason: str = Field("stop", description="'stop', or 'length' when the answer was cut at max_tokens.")
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -105,6 +164,7 @@ class ChunkDelta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta = Field(default_factory=ChunkDelta)
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None  # null until the last choice chunk
 
 

@@ -18,6 +18,11 @@ class StageInfo(BaseModel):
     seconds: float
     cached: bool = False
     steps: dict[str, float] = Field(default_factory=dict, description="Seconds per step inside the stage.")
+    replica: str | None = Field(
+        None,
+        description="The replica that served this stage (--engine ray: node, deployment and replica id; "
+        "for a cache hit, the one whose work was reused). null: the stage ran in the server's own process.",
+    )
 
 
 class Usage(BaseModel):

@@ -131,7 +131,7 @@ def _bomb_error(detail: object) -> MediaError:
 
 def _corrupt_error(fmt: str, detail: object) -> MediaError:
     text = str(detail)
-    if "Decompressed Data Too Large" in text or "Too much memory used in text chunks" in text:
+    if "decompressed data too large" in text.lower() or "too much memory used in text chunks" in text.lower():
         # Pillow's own cap on compressed text/ICC chunks: metadata that inflates past it
         return MediaError(
             "image_metadata_too_large",
@@ -179,6 +179,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode in ("P", "L", "RGB") and "transparency" in image.info
     )
+    if image.mode == "RGBA":  # composite in place of a converted copy: one canvas more, not two
+        canvas = Image.new("RGB", image.size, _BACKGROUND)
+        canvas.paste(image, mask=image)
+        return canvas
     if has_alpha:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGB", rgba.size, _BACKGROUND)

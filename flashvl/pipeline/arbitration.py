@@ -6,6 +6,9 @@ Checks (each gives a reason a person can read):
 - ``negation``: the answer says an object is absent/not there while the vision stage
   detected it;
 - ``count``: the answer states a number of an object that differs from the detected count;
+- ``text_number``: a question about a quantity in the text (a price, a total, a table cell) is
+  answered with a number that the line (and column) the question names does not give, nor a
+  multiple or sum of it (a total computed from the wrong menu line, a value from the wrong column);
 - ``low_similarity``: embedding cosine(description, answer) under a threshold calibrated
   on ``data/arbitration_pairs.jsonl`` (``python -m flashvl.pipeline.arbitration``).
 """
@@ -83,7 +86,7 @@ NEGATION_BEFORE = re.compile(
 
 @dataclass
 class Conflict:
-    kind: str  # named_object | negation | count | low_similarity
+    kind: str  # named_object | negation | count | text_number | low_similarity
     label: str | None
     detail: str
 
@@ -126,6 +129,79 @@ def _stated_counts(text: str, vocab: dict[str, str]) -> list[tuple[str, int]]:
     return counts
 
 
+# ------------------------------------------------------------------ numbers read from the text
+
+_NUMBER = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])|(?<![\d.])\d+(?:\.\d+)?")
+_QUANTITY_QUESTION = re.compile(
+    r"\b(how (much|many)|total|price|cost|amount|score|value|fee|charge|rate|sum|balance)\b|"
+    r"多少|几|金额|价格|总计|合计|总共|一共|成绩|分数|数值|费用|价钱",
+    re.IGNORECASE,
+)
+_CJK = re.compile(r"[\u4e00-\u9fff]+")
+# A person word next to text the OCR read ("the person named Zhang Wei", "收款人李娜") is about a name
+# on the page, not a claim that someone is in the picture.
+_NAME_WINDOW = 40
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in _NUMBER.findall(text)]
+
+
+def _words(text: str) -> list[str]:
+    """Latin words of 2+ letters (lower case) and every 2-character piece of Chinese runs."""
+    words = [w.lower().removesuffix("s") if len(w) > 3 else w.lower() for w in re.findall(r"[A-Za-z]{2,}", text)]
+    for run in _CJK.findall(text):
+        words += [run[i : i + 2] for i in range(max(1, len(run) - 1))]
+    return words
+
+
+def _question_numbers(question: str) -> list[float]:
+    found = _numbers(question)
+    lowered = question.lower()
+    found += [float(v) for w, v in NUMBERS_EN.items() if re.search(rf"\b{w}\b", lowered)]
+    found += [float(v) for w, v in NUMBERS_ZH.items() if re.search(rf"{w}(?=[个只杯份张瓶件本位名条台]|$)", question)]
+    return found
+
+
+def _cells(line: str) -> tuple[str, list[float]]:
+    """A row's label (its words) and its numbers, in order."""
+    return _NUMBER.sub(" ", line).strip(), _numbers(line)
+
+
+def expected_numbers(question: str, lines: list[str]) -> set[float] | None:
+    """The numbers the text gives for what the question names: the cell at the named row and
+    column of a table (the header is the nearest line above without numbers and with one cell per
+    number, or one more for the row's label), else every number on the named rows; None when the
+    question names no row."""
+    asked = set(_words(question))
+    rows = [_cells(line) for line in lines]
+    values: set[float] = set()
+    for index, (label, nums) in enumerate(rows):
+        if not nums or not set(_words(label)) & asked:
+            continue
+        column = None
+        header = next(
+            (
+                above.split()
+                for above, above_nums in reversed(rows[:index])
+                if not above_nums and len(above.split()) in (len(nums), len(nums) + 1)
+            ),
+            None,
+        )
+        if header:
+            hits = [i for i, name in enumerate(header) if set(_words(name)) & asked]
+            offset = len(header) - len(nums)  # a leading header cell names the label column
+            if len(hits) == 1 and 0 <= hits[0] - offset < len(nums):
+                column = hits[0] - offset
+        values |= {nums[column]} if column is not None else set(nums)
+    return values or None
+
+
+def _derivable(number: float, values: set[float], factors: list[float]) -> bool:
+    candidates = set(values) | {v * f for v in values for f in factors} | {sum(values)}
+    return any(abs(number - c) < 0.005 + 1e-6 * abs(c) for c in candidates)
+
+
 class Arbiter:
     def __init__(self, threshold: float | None = None, embed: Any = None, min_score: float = 0.45) -> None:
         if threshold is None:
@@ -143,14 +219,26 @@ class Arbiter:
         vectors = self._embed([description, answer])
         return float(vectors[0] @ vectors[1])
 
-    def check(self, observations: dict[str, Any], description: str, answer: str) -> list[Conflict]:
+    def check(
+        self,
+        observations: dict[str, Any],
+        description: str,
+        answer: str,
+        question: str | None = None,
+        similarity: bool = True,
+    ) -> list[Conflict]:
+        """Conflicts between ``answer`` and what the vision stage reported (``similarity=False``
+        skips the embedding check, which never flags an answer by itself)."""
+        text = observations.get("text", {})
+        lines = (text.get("full_text") or "\n".join(line["text"] for line in text.get("lines", []))).splitlines()
+        names = _names("\n".join(lines))
         detected: dict[str, int] = {}
         confident: set[str] = set()
         for obj in observations.get("objects", []):
             detected[obj["label"]] = detected.get(obj["label"], 0) + 1
             if obj.get("score", 0) >= self.min_score:
                 confident.add(obj["label"])
-        seen_text = description.lower()
+        seen_text = (description + "\n" + "\n".join(lines)).lower()
         conflicts: list[Conflict] = []
         flagged: set[tuple[str, str | None]] = set()
 
@@ -169,7 +257,13 @@ class Arbiter:
                         f"the answer says no '{word}', but the vision stage detected {detected[label]} {label}",
                     )
                 )
-            elif not negated and label not in detected and word.lower() not in seen_text:
+            elif (
+                not negated
+                and label not in detected
+                and word.lower() not in seen_text
+                and label not in seen_text  # "pizzas" in the answer, "Pizza Palace" in the text
+                and not (label == "person" and _near_a_name(answer, position, names))
+            ):
                 add(
                     Conflict(
                         "named_object",
@@ -186,7 +280,24 @@ class Arbiter:
                         f"the answer says {stated} {label}, the vision stage counted {detected[label]}",
                     )
                 )
-        if description.strip() and answer.strip():
+        if question and lines and _QUANTITY_QUESTION.search(question):
+            expected = expected_numbers(question, lines)
+            if expected is None:  # no row named: the answer's number should at least be in the text
+                every = {n for line in lines for n in _numbers(line)}
+                expected = every | {a + b for a in every for b in every} if every else None
+            asked = _question_numbers(question)
+            given = [n for n in _numbers(answer) if not any(abs(n - q) < 1e-9 for q in asked)]
+            wrong = [n for n in given if expected is not None and not _derivable(n, expected, asked)]
+            if expected is not None and given and len(wrong) == len(given):
+                add(
+                    Conflict(
+                        "text_number",
+                        None,
+                        f"the answer says {', '.join(f'{n:g}' for n in wrong)}, but the text gives "
+                        f"{', '.join(f'{n:g}' for n in sorted(expected))} for what the question names",
+                    )
+                )
+        if similarity and description.strip() and answer.strip():
             score = self.similarity(description, answer)
             if score < self.threshold:
                 add(
@@ -197,6 +308,27 @@ class Arbiter:
                     )
                 )
         return conflicts
+
+
+def _names(text: str) -> set[str]:
+    """What could be a name in the text: capitalised words, and Chinese runs of 2-3 characters
+    standing alone (a cell, or after a colon: "收款人:李娜", "张三 85 90 78")."""
+    latin = set(re.findall(r"\b[A-Z][a-z]+\b", text))
+    return latin | {run for run in _CJK.findall(text) if 2 <= len(run) <= 3} - _PERSON_WORDS
+
+
+def _near_a_name(answer: str, position: int, names: set[str]) -> bool:
+    """A name the OCR read appears next to the word at ``position`` ("a woman named Li Na")."""
+    near = answer[max(0, position - _NAME_WINDOW) : position + _NAME_WINDOW]
+    return any((name in near) if not name.isascii() else re.search(rf"\b{name}\b", near) for name in names)
+
+
+_PERSON_WORDS = set(PERSON_EN) | set(PERSON_ZH)
+
+
+def needs_review(conflicts: list[Conflict]) -> bool:
+    """What the policy flags when nothing settles a conflict: any conflict but low similarity."""
+    return any(c.kind != "low_similarity" for c in conflicts)
 
 
 def targeted_question(conflict: Conflict, lang: str) -> str | None:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final: Answer, lang: str) -> None:
     """Check the brain against the eyes; re-ask, vote, or flag for review."""
     assert pipeline.arbiter is not None
-    conflicts = await asyncio.to_thread(pipeline.arbiter.check, seen.observations, seen.description, final.text)
+    conflicts = await asyncio.to_thread(
+        pipeline.arbiter.check, seen.observations, seen.description, final.text, query.question
+    )
     report: dict[str, Any] = {"conflicts": [c.__dict__ for c in conflicts], "reask": [], "vote": None}
     open_conflicts = []
     for conflict in conflicts:
@@ -82,7 +84,9 @@ async def vote(pipeline: Pipeline, description: str, answer: str, final: Answer)
         )
     except Exception:
         return False
-    final.stages.append(StageRecord("voter", pipeline.voter.name, time.perf_counter() - start))
+    final.stages.append(
+        StageRecord("voter", pipeline.voter.name, time.perf_counter() - start, replica=generation.replica)
+    )
     return parse_vote(generation.text)
 
 

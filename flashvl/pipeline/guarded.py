@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flashvl.errors import FlashvlError, StageUnavailable
+from flashvl.observability import get_logger
 from flashvl.pipeline.admission import ModelGate
 from flashvl.pipeline.cache.base import (
     VisionCache,
@@ -58,6 +59,7 @@ from flashvl.stages.base import (
 
 RequestT = TypeVar("RequestT", ChatRequest, VisionRequest)
 ResultT = TypeVar("ResultT", Generation, VisionResult)
+log = get_logger("flashvl.stages")
 StageObserver = Callable[[str, str, float], None]  # (role, backend, seconds) of each stage call that ran
 
 
@@ -134,7 +136,9 @@ class GuardedVision:
         seconds = time.perf_counter() - start
         whole_answer_cached = hit and not isinstance(stage, ObservingVisionStage)
         steps = {"cache": seconds} if whole_answer_cached else dict(result.timings.steps)
-        record = StageRecord(role or self.role, self.name, seconds, cached=bool(hit), steps=steps)
+        record = StageRecord(
+            role or self.role, self.name, seconds, cached=bool(hit), steps=steps, replica=result.replica
+        )
         return Seen(result, record, self._cache_info(hit if self._cacheable(request) else None))
 
     async def _see_whole(self, request: VisionRequest) -> tuple[VisionResult, bool]:
@@ -191,12 +195,16 @@ class GuardedVision:
         if isinstance(exc, FlashvlError) and exc.status < 500:  # the request's fault, not the stage's
             self.breaker.release()
             raise exc
-        self.breaker.failure()
         if isinstance(exc, TimeoutError):
+            self.breaker.failure("timeout")
             return VisionDown(f"timed out after {self.timeout_s:g}s")
         if isinstance(exc, FlashvlError):
+            self.breaker.failure("unavailable")
             return VisionDown(exc.message)
-        return VisionDown(f"{type(exc).__name__}: {exc}"[:200])
+        self.breaker.failure("error")
+        # The detail (library paths, a traceback) goes to the server log only, never to the client.
+        log.warning("stage_failed", role=self.role, stage=self.name, error=f"{type(exc).__name__}: {exc}"[:500])
+        return VisionDown(f"the {self.role} stage failed ({type(exc).__name__})")
 
     async def stream(self, request: VisionRequest, *, live: bool) -> AsyncGenerator[TextDelta | Seen, None]:
         """A VLM's own answer (no deadline of its own: a long answer is bounded by the request's),
@@ -210,7 +218,9 @@ class GuardedVision:
             if seen.thinking:
                 yield TextDelta(seen.thinking, kind="thinking")
             yield TextDelta(seen.answer if seen.answer is not None else seen.description)
-            record = StageRecord(self.role, self.name, time.perf_counter() - start, cached=True, steps={"cache": 0.0})
+            record = StageRecord(
+                self.role, self.name, time.perf_counter() - start, cached=True, steps={"cache": 0.0}, replica=seen.replica
+            )
             yield Seen(seen, record, self._cache_info(True))
             return
         result: VisionResult | None = None
@@ -226,7 +236,7 @@ class GuardedVision:
             self._observe(self.role, self.name, seconds)
         if self.cache is not None and key:
             await self.cache.set(key, result_to_dict(result))
-        record = StageRecord(self.role, self.name, seconds, steps=dict(result.timings.steps))
+        record = StageRecord(self.role, self.name, seconds, steps=dict(result.timings.steps), replica=result.replica)
         yield Seen(result, record, self._cache_info(False if key else None))
 
     async def _stream_stage(
@@ -303,6 +313,7 @@ class GuardedLanguage:
                 yield event
 
     async def _stream_stage(self, request: ChatRequest, live: bool) -> AsyncIterator[TextDelta | Generation | Failure]:
+        check_text(request)  # before the breaker: text a stage cannot even encode is the client's fault
         if not self.breaker.allow():
             yield Failure(f"circuit open after {self.breaker.failures} failures", 0)
             return
@@ -337,19 +348,33 @@ class GuardedLanguage:
             if exc.status < 500:  # the request's fault (too long a prompt, a bad schema): not the stage's
                 self.breaker.release()
                 raise
-            self.breaker.failure()
+            self.breaker.failure("unavailable")
             failure = f"{exc.code}: {exc.message}"[:200]
         except TimeoutError:
-            self.breaker.failure()
+            self.breaker.failure("timeout")
             failure = f"timed out after {self.timeout_s:g}s"
         except Exception as exc:
-            self.breaker.failure()
-            failure = f"{type(exc).__name__}: {exc}"[:200]
+            self.breaker.failure("error")
+            log.warning("stage_failed", role=self.role, stage=self.name, error=f"{type(exc).__name__}: {exc}"[:500])
+            failure = f"the {self.role} stage failed ({type(exc).__name__})"
         finally:
             await aclose(stream)  # cancels the generation if our consumer went away
         if final is not None and self._observe:
             self._observe(self.role, self.name, loop.time() - start)
         yield final if final is not None else Failure(failure or "no answer", emitted)
+
+
+def check_text(request: ChatRequest) -> None:
+    """Refuse text no stage can encode (a lone UTF-16 surrogate such as ``"\\ud800"`` in the JSON)."""
+    for message in request.messages:
+        try:
+            message.content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FlashvlError(
+                "invalid_text",
+                f"A {message.role} message contains a lone UTF-16 surrogate, which is not text; send valid UTF-8.",
+                400,
+            ) from None
 
 
 async def final_only(call: Callable[[RequestT], Awaitable[ResultT]], request: RequestT) -> AsyncIterator[ResultT]:

@@ -43,6 +43,9 @@ class CircuitBreaker:
         self.opened_at: float | None = None
         self._probing = False
         self.trips = 0
+        # Failures counted against the stage, by kind ("timeout", "error", "unavailable"); a client's own
+        # mistake (a 4xx) is never one of them.
+        self.faults: dict[str, int] = {}
 
     @property
     def state(self) -> BreakerState:
@@ -74,8 +77,9 @@ class CircuitBreaker:
         self.opened_at = None
         self._probing = False
 
-    def failure(self) -> None:
+    def failure(self, kind: str = "error") -> None:
         self._probing = False
+        self.faults[kind] = self.faults.get(kind, 0) + 1
         self.failures += 1
         if self.opened_at is not None or self.failures >= self.failure_threshold:
             if self.opened_at is None:
@@ -87,7 +91,7 @@ class CircuitBreaker:
         self._probing = False
 
     def to_dict(self) -> dict[str, object]:
-        return {"state": self.state, "failures": self.failures, "trips": self.trips}
+        return {"state": self.state, "failures": self.failures, "trips": self.trips, "faults": dict(self.faults)}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
@@ -28,12 +29,12 @@ from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
 from flashvl.pipeline import vision_calls
 from flashvl.pipeline.arbitration_policy import arbitrate
-from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, disclaimer_for
+from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, DomainClassifier, disclaimer_for
 from flashvl.pipeline.guarded import Failure, GuardedLanguage, GuardedVision, Seen
 from flashvl.pipeline.prompts import cascade_messages
 from flashvl.pipeline.resilience import CircuitBreaker, VisionDown
 from flashvl.pipeline.review_store import SqliteReviewStore
-from flashvl.pipeline.router.base import Decision, Router
+from flashvl.pipeline.router.base import Decision, Router, taken
 from flashvl.pipeline.router.override import resolve_route
 from flashvl.pipeline.router.rules import KeywordRouter
 from flashvl.pipeline.types import NOTICE_VISION_ONLY, Answer, Query, RequestedRoute, Route, StageRecord
@@ -60,6 +61,7 @@ class Pipeline:
         voter: GuardedLanguage | None = None,
         reviews: arb.ReviewStore | SqliteReviewStore | None = None,
         disclaimers: dict[str, str] | None = DEFAULT_DISCLAIMER,
+        domain_classifier: DomainClassifier | None = None,
     ) -> None:
         self.vision = vision
         self.language = language
@@ -71,6 +73,7 @@ class Pipeline:
         self.voter = voter
         self.reviews = reviews or arb.ReviewStore()
         self.disclaimers = disclaimers
+        self.domain_classifier = domain_classifier  # None: keywords alone decide a question's domain
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -103,10 +106,17 @@ class Pipeline:
         assert final is not None
         line, domains = "", list[str]()
         if self.disclaimers and query.task != "caption":
-            line, domains = disclaimer_for(
-                query.question, detect_language(query.question), self.disclaimers, final.confidence_source
+            line, domains = await asyncio.to_thread(  # the classifier embeds the question: off the event loop
+                disclaimer_for,
+                query.question,
+                detect_language(query.question),
+                self.disclaimers,
+                final.confidence_source,
+                self.domain_classifier,
             )
-        if line:
+        if line and query.json_schema is not None:  # JSON output stays JSON: the line is in the metadata only
+            final.disclaimer = line
+        elif line:
             yield TextDelta("\n\n" + line)
             final.text = f"{final.text}\n\n{line}"
             final.disclaimer = line
@@ -128,6 +138,18 @@ class Pipeline:
                 yield event
             return
         decision = self._decide(query) if query.question and query.task != "caption" else None
+        if query.needs_language_model:
+            # JSON output or the client's system instructions need a model to write the answer: the cascade.
+            if self.language is None:
+                raise FlashvlError(
+                    "language_stage_required",
+                    "response_format and system messages on image requests need a language stage, and this "
+                    "server has none.",
+                    400,
+                )
+            if not query.question:
+                raise FlashvlError("empty_prompt", "Ask a question about the image (a user message with text).", 400)
+            decision = resolve_route("cascade", self.route_default, self.router, query.question)
         wants_cascade = decision is not None and decision.route == "cascade" and self.language is not None
         if self.vision.is_vlm and query.question and self.vision.streams and not wants_cascade:
             try:
@@ -159,11 +181,15 @@ class Pipeline:
             "finish_reason": seen.finish_reason,
         }
         source = seen.answer_source or ""
-        if seen.answer is not None and source.startswith("rule"):
+        forced = decision is not None and decision.strategy in ("override", "default")
+        rule_route = self._rule_route(decision, forced, source, query.needs_language_model)
+        if seen.answer is not None and source.startswith("rule") and decision is not None and rule_route:
+            route, why = rule_route
+            base["route_decision"] = taken(decision.to_dict(), route, why)
             yield TextDelta(seen.answer)
             yield Answer(
                 seen.answer,
-                "rule",
+                route,
                 language_stage=None,
                 confidence=seen.confidence,
                 confidence_source=source,
@@ -186,7 +212,14 @@ class Pipeline:
             )
             return
         assert decision is not None
-        direct_allowed = self.vision.is_vlm or self.direct_without_vlm or decision.strategy == "override"
+        direct_allowed = self.vision.is_vlm or self.direct_without_vlm or forced
+        if decision.route == "direct" and not direct_allowed and self.language is not None:
+            base["route_decision"] = taken(
+                decision.to_dict(),
+                "cascade",
+                "the offline pipeline is not a vision-language model: a direct answer would only be its "
+                "description, so the language stage answers (--router-direct-without-vlm allows direct)",
+            )
         if decision.route == "direct" and direct_allowed:
             text = seen.answer if (self.vision.is_vlm and seen.answer is not None) else seen.description
             yield TextDelta(text)
@@ -202,6 +235,7 @@ class Pipeline:
             )
             return
         if self.language is None:
+            base["route_decision"] = taken(decision.to_dict(), "vision-only", "there is no language stage")
             yield TextDelta(seen.description)
             yield Answer(
                 seen.description,
@@ -215,6 +249,22 @@ class Pipeline:
             return
         async for event in self._cascade(query, seen, vision_record, base, lang):
             yield event
+
+    def _rule_route(
+        self, decision: Decision | None, forced: bool, source: str, needs_language_model: bool
+    ) -> tuple[Route, str | None] | None:
+        """Where a rule's exact answer goes: ("rule", why the router's choice was passed over),
+        ("direct", None) for a forced "direct" (the vision stage alone, which here is its rule), or
+        None: the language stage answers (a forced "cascade", or the client needs a model's answer)."""
+        if needs_language_model or decision is None:
+            return None
+        if forced and decision.route == "direct":
+            return "direct", None
+        if forced and decision.route == "cascade":
+            if self.language is not None:
+                return None
+            return "rule", f"route=cascade was asked, but there is no language stage: the rule '{source}' answered"
+        return "rule", f"a rule ('{source}') answers this question exactly from the measurements"
 
     # ------------------------------------------------------------ vision
 
@@ -230,17 +280,28 @@ class Pipeline:
         assert self.language is not None and query.question
         ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
         messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
+        if query.system and messages and messages[0].role == "system":  # the client's instructions come last
+            messages[0] = ChatMessage("system", f"{messages[0].content}\n\n{query.system}")
         base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
         run = Relay(self._generate(query, messages, [vision_record], "cascade", base))
         async for delta in run:
             yield delta
         final: Answer = run.final
+        if final.degraded and query.json_schema is not None:  # a description is no JSON answer
+            raise StageUnavailable(
+                self.language.name,
+                "language stage unavailable; retry later",
+                retry_after=self.language.breaker.retry_after() or 5.0,
+            )
         if final.degraded:
             final.text = seen.description
             final.route = "vision-only"
             final.notice = NOTICE_VISION_ONLY[lang]
+            if final.route_decision is not None:
+                because = final.route_decision.get("degraded_because") or "the language stage failed"
+                final.route_decision = taken(final.route_decision, "vision-only", f"language stage down: {because}")
             yield TextDelta(("\n\n" if final.completion_tokens else "") + seen.description)
-        elif self.arbiter is not None:
+        elif self.arbiter is not None and query.json_schema is None:  # a re-ask would not keep the JSON shape
             await arbitrate(self, query, seen, final, lang)
         yield final
 
@@ -278,6 +339,11 @@ class Pipeline:
             temperature=query.temperature,
             enable_thinking=query.enable_thinking,
             logprobs=query.confidence,
+            top_p=query.top_p,
+            stop=query.stop,
+            seed=query.seed,
+            json_schema=query.json_schema,
+            top_logprobs=query.top_logprobs,
         )
         start = time.perf_counter()
         final: Generation | None = None
@@ -295,6 +361,7 @@ class Pipeline:
             self.language.name,
             time.perf_counter() - start,
             steps=dict(final.timings.steps) if final else {},
+            replica=final.replica if final else None,
         )
         if final is None:
             decision = dict(base.get("route_decision") or {}) | {"degraded_because": failure.reason}
@@ -322,5 +389,6 @@ class Pipeline:
             prompt_tokens=final.prompt_tokens,
             completion_tokens=final.completion_tokens,
             finish_reason=final.finish_reason,
+            logprobs=final.logprobs,
             **(base | {"thinking": thinking}),
         )

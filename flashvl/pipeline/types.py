@@ -32,6 +32,18 @@ class Query:
     confidence: bool = True
     # Who asked (the authenticated principal's name, e.g. "key:app"); owner of a flagged answer's review item.
     principal: str | None = None
+    # OpenAI sampling and output controls, passed to the model that writes the answer.
+    top_p: float | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None  # constrain the answer to this JSON schema (response_format)
+    top_logprobs: int | None = None  # None: no per-token log-probabilities; n: each token and its n alternatives
+    system: str | None = None  # the client's system message on an image request (instructions for the answer)
+
+    @property
+    def needs_language_model(self) -> bool:
+        """The answer must come from a language model: JSON output or a client's system instructions."""
+        return self.json_schema is not None or bool(self.system)
 
 
 @dataclass
@@ -41,6 +53,7 @@ class StageRecord:
     seconds: float
     cached: bool = False
     steps: dict[str, float] = field(default_factory=dict)
+    replica: str | None = None  # where it ran (a Ray Serve replica); None: in this process
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +62,7 @@ class StageRecord:
             "seconds": round(self.seconds, 4),
             "cached": self.cached,
             "steps": {k: round(v, 4) for k, v in self.steps.items()},
+            "replica": self.replica,
         }
 
 
@@ -77,6 +91,7 @@ class Answer:
     cache: dict[str, Any] = field(default_factory=dict)  # {"vision": "hit" | "miss" | "off", "backend": ...}
     disclaimer: str | None = None
     intermediate: dict[str, Any] | None = None  # only when the query asked for it
+    logprobs: list[dict[str, Any]] | None = None  # per-token log-probabilities (OpenAI's shape), when asked
 
     def usage(self) -> dict[str, int]:
         """Tokens of the stage call that wrote the answer (the vision stage's or the language stage's)."""

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from flashvl.errors import StageUnavailable
 from flashvl.pipeline.guarded import Seen
 from flashvl.pipeline.resilience import NOTICE_FALLBACK, VisionDown, is_moderation_request, keyword_fallback
-from flashvl.pipeline.router.base import Decision
+from flashvl.pipeline.router.base import Decision, taken
 from flashvl.pipeline.types import Answer, Query
 from flashvl.stages.base import TextDelta, VisionRequest, VisionResult
 
@@ -70,7 +70,9 @@ async def vlm_direct(pipeline: Pipeline, query: Query, decision: Decision | None
         observations=seen.observations,
         description=seen.description,
         cache=cache_info,
-        route_decision=decision.to_dict() if decision else None,
+        route_decision=taken(decision.to_dict(), "direct", "there is no language stage: the VLM answered itself")
+        if decision
+        else None,
         intermediate={"vision": vision_output(seen)},
         prompt_tokens=seen.prompt_tokens,
         completion_tokens=seen.completion_tokens,

@@ -3,11 +3,14 @@ HTTP concern: it is ``flashvl/pipeline/admission.py``, taken by every guarded st
 
 - Rate: a moving window per API key / JWT subject and per client IP. Counters live in
   memory (one process) or Redis (``rate_limit_storage = redis://...``, shared by workers).
-- Concurrency: requests in flight per caller and per IP, counted in this process.
+- Concurrency: requests in flight per caller and per IP, counted in this process, or in Redis
+  when ``rate_limit_storage`` is a Redis URL (``SharedInFlight``: one count across every ingress
+  replica; each count expires after a deadline, so a process that died leaks nothing for long).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -83,3 +86,42 @@ class InFlight:
                 self.counts[identity] = left
             else:
                 del self.counts[identity]  # the table never keeps idle callers: bounded
+
+
+class SharedInFlight:
+    """``InFlight`` counted in Redis (``INCR``/``DECR`` per identity), shared by every process on it.
+    A count expires ``ttl_s`` after the last request began (a crashed process's holds run out).
+    Redis unreachable: the cap is not enforced for that request (the rate limits still are)."""
+
+    def __init__(self, limit: int, who: str, url: str, ttl_s: float) -> None:
+        import redis.asyncio as redis_async
+
+        self.limit = limit
+        self.who = who
+        self.ttl_s = max(1, math.ceil(ttl_s))
+        self._redis = redis_async.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    @asynccontextmanager
+    async def hold(self, identity: str) -> AsyncIterator[None]:
+        if not self.limit:
+            yield
+            return
+        key = f"flashvl:inflight:{self.who}:{identity}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                count, _ = await pipe.incr(key).expire(key, self.ttl_s).execute()
+        except Exception:
+            yield  # no shared count without Redis: let the request through
+            return
+        try:
+            if int(count) > self.limit:
+                raise FlashvlError(
+                    "too_many_concurrent_requests",
+                    f"This {self.who} already has {self.limit} requests in flight; wait for one to finish.",
+                    429,
+                    retry_after=1,
+                )
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # else the count expires by itself
+                await self._redis.decr(key)

@@ -22,7 +22,7 @@ from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.observability import Metrics
 from flashvl.security.auth import ANONYMOUS, Authenticator, Principal
-from flashvl.security.limits import InFlight, RateLimits
+from flashvl.security.limits import InFlight, RateLimits, SharedInFlight
 from flashvl.security.network import ClientAddressPolicy
 
 # The only routes with no scope dependency; tests/security/test_route_scopes.py holds every
@@ -52,8 +52,12 @@ class SecurityGate:
         self.auth = Authenticator(settings)
         self.addresses = ClientAddressPolicy(settings.ip_allowlist, settings.trusted_proxies)
         self.rates = RateLimits(settings.rate_limit_per_key, settings.rate_limit_per_ip, settings.rate_limit_storage)
-        self.key_flight = InFlight(settings.concurrency_per_key, "API key")
-        self.ip_flight = InFlight(settings.concurrency_per_ip, "client address")
+        self.key_flight: InFlight | SharedInFlight = InFlight(settings.concurrency_per_key, "API key")
+        self.ip_flight: InFlight | SharedInFlight = InFlight(settings.concurrency_per_ip, "client address")
+        if settings.rate_limit_storage.startswith("redis"):  # one count across every process on that Redis
+            url, ttl = settings.rate_limit_storage, settings.request_timeout_s * 2
+            self.key_flight = SharedInFlight(settings.concurrency_per_key, "API key", url, ttl)
+            self.ip_flight = SharedInFlight(settings.concurrency_per_ip, "client address", url, ttl)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

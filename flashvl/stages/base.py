@@ -108,6 +108,7 @@ class VisionResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
+    replica: str | None = None  # the replica that made it, when the stage runs elsewhere (Ray Serve)
 
 
 @runtime_checkable
@@ -190,6 +191,7 @@ class ChatRequest:
     enable_thinking: bool = False
     seed: int | None = None
     logprobs: bool = True  # token probabilities, for ``Generation.confidence`` (costs a little time)
+    top_logprobs: int | None = None  # None: no per-token entries; n: each token with its n best alternatives
 
 
 @dataclass
@@ -198,6 +200,7 @@ class TextDelta:
 
     text: str
     kind: Literal["answer", "thinking"] = "answer"
+    logprobs: list[dict[str, Any]] | None = None  # this piece's tokens (OpenAI's shape), when asked for
 
 
 @dataclass
@@ -217,6 +220,8 @@ class Generation:
     completion_tokens: int = 0
     confidence: float | None = None
     timings: Timings = field(default_factory=Timings)
+    logprobs: list[dict[str, Any]] | None = None  # per-token entries when ``ChatRequest.top_logprobs`` was set
+    replica: str | None = None  # the replica that made it, when the stage runs elsewhere (Ray Serve)
 
 
 @runtime_checkable

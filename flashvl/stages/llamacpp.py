@@ -48,12 +48,22 @@ class _Piece:
     content: str = ""
     reasoning: str = ""
     logprobs: list[float] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)  # per token, OpenAI's shape
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
 
 
-def _extract_piece(chunk: dict[str, Any]) -> _Piece:
+def _openai_entry(entry: dict[str, Any], top: int) -> dict[str, Any]:
+    """One token's log-probability as OpenAI returns it (llama.cpp adds an ``id``)."""
+
+    def one(item: dict[str, Any]) -> dict[str, Any]:
+        return {"token": item.get("token", ""), "logprob": item.get("logprob"), "bytes": item.get("bytes")}
+
+    return one(entry) | {"top_logprobs": [one(alt) for alt in (entry.get("top_logprobs") or [])[:top]]}
+
+
+def _extract_piece(chunk: dict[str, Any], top: int | None = None) -> _Piece:
     piece = _Piece(usage=chunk.get("usage"), timings=chunk.get("timings"))
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
@@ -64,6 +74,8 @@ def _extract_piece(chunk: dict[str, Any]) -> _Piece:
             logprob = entry.get("logprob")
             if isinstance(logprob, int | float) and math.isfinite(logprob):
                 piece.logprobs.append(float(logprob))
+            if top is not None:
+                piece.entries.append(_openai_entry(entry, top))
     return piece
 
 
@@ -258,7 +270,9 @@ class LlamaCppLanguageStage:
             "cache_prompt": True,
             "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
         }
-        if request.logprobs:
+        if request.top_logprobs is not None:
+            body |= {"logprobs": True, "top_logprobs": max(1, request.top_logprobs)}
+        elif request.logprobs:
             # One alternative per token keeps chunks small; the chosen token's logprob comes with it.
             body |= {"logprobs": True, "top_logprobs": 1}
         if request.top_p is not None:
@@ -266,7 +280,9 @@ class LlamaCppLanguageStage:
         if request.stop:
             body["stop"] = list(request.stop)
         if request.seed is not None:
-            body["seed"] = request.seed
+            # Reproducible: the same seed gives the same answer only if the prompt is evaluated the same way
+            # each time; a reused cached prefix is evaluated in other batch shapes (other rounding).
+            body |= {"seed": request.seed, "cache_prompt": False}
         if request.json_schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.json_schema}}
         return body
@@ -288,6 +304,7 @@ class LlamaCppLanguageStage:
         cancel = threading.Event()
         body = self._request_body(request)
         has_schema = request.json_schema is not None
+        top = request.top_logprobs
 
         def deliver(item: Any) -> bool:
             try:
@@ -301,7 +318,7 @@ class LlamaCppLanguageStage:
         def on_chunk(chunk: dict[str, Any]) -> bool:
             if cancel.is_set():
                 return True
-            item = chunk["error"] if isinstance(chunk.get("error"), dict) else _extract_piece(chunk)
+            item = chunk["error"] if isinstance(chunk.get("error"), dict) else _extract_piece(chunk, top)
             if not live:
                 held.append(item)
                 return False
@@ -330,6 +347,7 @@ class LlamaCppLanguageStage:
         text: list[str] = []
         thinking: list[str] = []
         logprobs: list[float] = []
+        entries: list[dict[str, Any]] = []
         finish_reason = "stop"
         usage: dict[str, Any] = {}
         llama_timings: dict[str, Any] = {}
@@ -341,6 +359,7 @@ class LlamaCppLanguageStage:
                     if isinstance(item, dict):
                         raise _error_from_llama(self.name, item, has_schema=has_schema)
                     logprobs.extend(item.logprobs)
+                    entries.extend(item.entries)
                     usage = item.usage or usage
                     llama_timings = item.timings or llama_timings
                     finish_reason = item.finish_reason or finish_reason
@@ -351,7 +370,7 @@ class LlamaCppLanguageStage:
                     if item.content:
                         text.append(item.content)
                         if live:
-                            yield TextDelta(item.content)
+                            yield TextDelta(item.content, logprobs=item.entries if top is not None else None)
         finally:
             cancel.set()
         yield Generation(
@@ -363,6 +382,7 @@ class LlamaCppLanguageStage:
             completion_tokens=int(usage.get("completion_tokens") or 0),
             confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
             timings=_timings(llama_timings, time.perf_counter() - started),
+            logprobs=entries if top is not None else None,
         )
 
 

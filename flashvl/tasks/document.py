@@ -1,8 +1,10 @@
 """Documents: OCR lines in reading order, tables rebuilt from boxes, key fields under a caller's schema.
 
 Tables: rows come from ``group_rows`` (vertical overlap); columns from the x-extents of the cells
-of every multi-cell row in the table block, merged where they overlap (so left-, right- and
-centre-aligned columns all land in one band). A cell joins the band it overlaps most; an empty
+of every multi-cell row in the table block, merged where a cell and a band overlap by half the
+narrower (so left-, right- and centre-aligned columns all land in one band, while neighbouring
+columns whose padded boxes touch stay apart). Space-aligned rows the detector read as one line arrive already
+split into cells at their wide gaps (``stages/offline/ocr.py``). A cell joins the band it overlaps most; an empty
 position stays ``""``. The table block is the longest run of consecutive rows with >= 2 cells.
 """
 
@@ -43,6 +45,7 @@ ALLOWED_SCHEMA_KEYWORDS = frozenset(
 )
 ALLOWED_TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 MAX_PROPERTIES = 64
+BAND_OVERLAP = 0.5  # overlap, as a share of the narrower, for a cell to join a column band
 
 
 def lines_from_observations(observations: dict[str, Any]) -> list[TextLine]:
@@ -112,9 +115,12 @@ class Table:
 
 
 def _merge_bands(extents: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Column bands: a cell joins a band when they overlap by at least half the narrower of the two
+    (cells of one column overlap a lot; the padded OCR boxes of neighbouring columns only touch)."""
     bands: list[list[float]] = []
     for x1, x2 in sorted(extents):
-        if bands and x1 <= bands[-1][1]:
+        narrower = min(x2 - x1, bands[-1][1] - bands[-1][0]) if bands else 0.0
+        if bands and min(x2, bands[-1][1]) - x1 >= BAND_OVERLAP * max(narrower, 1e-6):
             bands[-1][1] = max(bands[-1][1], x2)
         else:
             bands.append([x1, x2])

@@ -254,12 +254,44 @@ def text_signals(text: str) -> list[Signal]:
 
 # ------------------------------------------------------------------ the language stage's verdict
 
+REASON_MAX_CHARS = 240  # the grammar's bound on the reason; a reason this long was cut by it
+_SENTENCE_END = (".", "!", "?", "。", "！", "？")
+
+
+def complete_reason(reason: str, limit: int = 200) -> str:
+    """The reason as whole sentences: a reason cut (by the schema's length bound or ``limit``) ends at its
+    last complete sentence, or at a word boundary with "…"; never mid-word."""
+    text = " ".join(reason.split())
+    if len(text) < min(limit, REASON_MAX_CHARS):
+        return text
+    head = text[:limit]
+    end = max(head.rfind(mark) for mark in _SENTENCE_END)
+    if end >= 20:
+        return head[: end + 1]
+    cut = head[: limit - 1].rsplit(" ", 1)[0] if " " in head else head[: limit - 1]
+    return cut.rstrip(",;:- ") + "…"
+
+
+def normalise_verdict(verdict: dict[str, Any]) -> dict[str, Any]:
+    """Known categories once each (none when not sensitive) and a complete reason."""
+    sensitive = bool(verdict.get("sensitive"))
+    given = verdict.get("categories")
+    named: list[Any] = given if isinstance(given, list) else []
+    categories = [name for name in dict.fromkeys(named) if name in CATEGORIES] if sensitive else []
+    return {"sensitive": sensitive, "categories": categories, "reason": complete_reason(str(verdict.get("reason", "")))}
+
+
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "sensitive": {"type": "boolean"},
-        "categories": {"type": "array", "items": {"type": "string", "enum": list(CATEGORIES)}, "maxItems": 3},
-        "reason": {"type": "string", "maxLength": 200},
+        "categories": {
+            "type": "array",
+            "items": {"type": "string", "enum": list(CATEGORIES)},
+            "maxItems": 3,
+            "uniqueItems": True,  # not every grammar backend enforces it: ``normalise_verdict`` does
+        },
+        "reason": {"type": "string", "maxLength": REASON_MAX_CHARS},
     },
     "required": ["sensitive", "categories", "reason"],
 }
@@ -269,7 +301,8 @@ VERDICT_SYSTEM = (
     "product listing. Categories: adult (sexual content), violence (gore, threats), weapons, drugs, hate "
     "(hate symbols or slurs), privacy (ID numbers, phone numbers, personal data), contact_ads (contact "
     "details, ads, spam), other. Ordinary products, people, animals, food and documents are not "
-    "sensitive. Answer JSON only; empty categories when nothing is sensitive."
+    "sensitive. Answer JSON only; empty categories when nothing is sensitive; each category at most "
+    "once; the reason is one short, complete sentence."
 )
 
 
@@ -290,18 +323,18 @@ async def language_verdict(
 ) -> tuple[list[Signal], dict[str, Any]]:
     """Ask the language stage; its categories become signals scored ``weight`` x its confidence (if known)."""
     generation = await language.generate(
-        ChatRequest(verdict_messages(observations), max_tokens=96, temperature=0.0, json_schema=VERDICT_SCHEMA, seed=0)
+        ChatRequest(verdict_messages(observations), max_tokens=160, temperature=0.0, json_schema=VERDICT_SCHEMA, seed=0)
     )
     try:
-        verdict = json.loads(generation.text)
+        raw = json.loads(generation.text)
     except json.JSONDecodeError:
         return [], {"error": "unparseable verdict", "raw": generation.text[:200]}
+    if not isinstance(raw, dict):
+        return [], {"error": "unparseable verdict", "raw": generation.text[:200]}
+    verdict = normalise_verdict(raw)
     score = weight * (generation.confidence if generation.confidence is not None else 1.0)
-    signals = []
-    if verdict.get("sensitive"):
-        for name in dict.fromkeys(verdict.get("categories") or []):
-            if name in CATEGORIES:
-                signals.append(Signal(name, "language", score, f"language stage: {verdict.get('reason', '')}"[:200]))
+    evidence = complete_reason(f"language stage: {verdict['reason']}")
+    signals = [Signal(name, "language", score, evidence) for name in verdict["categories"]]
     info = {
         "verdict": verdict,
         "confidence": generation.confidence,

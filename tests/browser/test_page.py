@@ -176,3 +176,84 @@ def test_stop_aborts_the_stream(probe: PageProbe, coffee_jpeg: Path) -> None:
     expect(page.locator("#error")).to_be_hidden()
     assert probe.page_errors == []
     assert probe.csp_violations() == []
+
+
+# ------------------------------------------------------------------ a newcomer's first hour (issue 20)
+
+RULE_QUESTION = "Is this image safe for work?"  # answered by a rule: quick, no language model
+
+
+@pytest.fixture
+def astronaut_png(tmp_path: Path) -> Path:
+    from skimage import data
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(np.asarray(data.astronaut())).save(path, format="PNG")
+    return path
+
+
+def test_on_a_phone_the_page_scrolls_to_the_answer(browser: Browser, live_server: str, coffee_jpeg: Path) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        probe = PageProbe(context.new_page())
+        page = probe.page
+        page.goto(f"{live_server}/")
+        choose_image(page, coffee_jpeg)
+        page.fill("#question", RULE_QUESTION)
+        card = page.locator("#answer-card")
+        expect(card).not_to_be_in_viewport()  # one column: the answer is below the fold
+        page.click("#ask")
+        expect(card).to_be_in_viewport(ratio=0.3, timeout=UI_TIMEOUT_MS)  # before the answer is done
+        assert wait_until_finished(page) == "done"
+        expect(page.locator("#answer")).to_be_in_viewport()
+        assert probe.csp_violations() == [] and probe.page_errors == []
+    finally:
+        context.close()
+
+
+def test_choosing_another_image_clears_the_old_answer(probe: PageProbe, coffee_jpeg: Path, astronaut_png: Path) -> None:
+    page = probe.page
+    choose_image(page, coffee_jpeg)
+    page.fill("#question", RULE_QUESTION)
+    page.click("#ask")
+    assert wait_until_finished(page) == "done"
+    expect(page.locator("#answer")).not_to_be_empty()
+    expect(page.locator("#stages")).to_be_visible()
+
+    choose_image(page, astronaut_png)
+    expect(page.locator("#answer")).to_be_empty()
+    expect(page.locator("#answer")).to_have_attribute("data-state", "idle")
+    expect(page.locator("#stages")).to_be_hidden()
+    expect(page.locator("#answer-placeholder")).to_be_visible()
+    expect(page.locator("#status")).to_be_empty()
+    # the question stays: asking it about the new image is one click
+    expect(page.locator("#question")).to_have_value(RULE_QUESTION)
+
+
+def test_a_new_image_while_answering_drops_the_answer_in_flight(
+    probe: PageProbe, coffee_jpeg: Path, astronaut_png: Path
+) -> None:
+    page = probe.page
+    choose_image(page, coffee_jpeg)
+    page.fill("#question", "Describe this image in detail.")  # the cascade: seconds of streaming
+    page.click("#ask")
+    expect(page.locator("#answer")).to_have_attribute("data-state", "streaming")
+    choose_image(page, astronaut_png)
+    expect(page.locator("#answer")).to_have_attribute("data-state", "idle")
+    page.wait_for_timeout(1500)  # nothing of the old answer arrives afterwards
+    expect(page.locator("#answer")).to_be_empty()
+    expect(page.locator("#answer")).to_have_attribute("data-state", "idle")
+    expect(page.locator("#stop")).to_be_disabled()
+    assert probe.page_errors == []
+
+
+def test_the_api_key_field_has_its_own_label(probe: PageProbe) -> None:
+    page = probe.page
+    page.click("#api-key-box summary")
+    field = page.get_by_label("API key", exact=True)
+    expect(field).to_have_id("api-key")
+    expect(field).to_have_accessible_name("API key")
+    expect(field).to_have_accessible_description(re.compile("Only if this server asks for one"))
+    field.fill("secret")
+    assert probe.csp_violations() == []

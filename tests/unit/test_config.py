@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -51,3 +53,77 @@ def test_invalid_values_are_refused() -> None:
     ns.max_tokens = 0
     with pytest.raises(ValueError):
         settings_from_args(ns)
+
+
+# ------------------------------------------------------------------ mistakes are named (issue 20)
+
+
+def test_unknown_flashvl_variables_are_warned_about_with_the_closest_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHVL_TEMPRATURE", "0.9")
+    monkeypatch.setenv("FLASHVL_CONFIG_UNRELATED_THING", "x")
+    warnings: list[str] = []
+    settings = load_settings(warn=warnings.append)
+    assert settings.temperature == 0.2  # the typo changed nothing ...
+    assert any("FLASHVL_TEMPRATURE" in w and "did you mean FLASHVL_TEMPERATURE?" in w for w in warnings)  # ... loudly
+    assert any("FLASHVL_CONFIG_UNRELATED_THING" in w for w in warnings)
+    monkeypatch.delenv("FLASHVL_TEMPRATURE")
+    monkeypatch.delenv("FLASHVL_CONFIG_UNRELATED_THING")
+    monkeypatch.setenv("FLASHVL_MAX_TOKENS", "7")
+    warnings.clear()
+    assert load_settings(warn=warnings.append).max_tokens == 7 and warnings == []
+
+
+def test_unknown_config_keys_name_the_line_and_the_closest_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("port = 9000\n\ntemprature = 0.5\n")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(config))}:3: .*'temprature' \(did you mean temperature\?\)"):
+        load_settings(config_file=config)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("log_level", "loud"),
+        ("route_default", "fast"),
+        ("router", "magic"),
+        ("vision_cache", "disk"),
+        ("moderation_language", "sometimes"),
+        ("jobs_store", "postgres"),
+        ("review_store", "files"),
+        ("upstream_image_mode", "link"),
+        ("glm_dtype", "int4"),
+    ],
+)
+def test_enumerations_are_typed_and_refuse_other_values(
+    field: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    choices = get_args(Settings.model_fields[field].annotation)
+    assert choices and value not in choices  # a Literal, so the type lists the choices
+    monkeypatch.setenv(f"FLASHVL_{field.upper()}", value)
+    with pytest.raises(ValueError, match=f"FLASHVL_{field.upper()}"):
+        load_settings()
+    monkeypatch.delenv(f"FLASHVL_{field.upper()}")
+    with pytest.raises(SystemExit):  # the flag offers the choices and refuses the rest
+        _parser().parse_args(["serve", "--" + field.replace("_", "-"), value])
+
+
+def test_every_error_names_its_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLASHVL_PORT", "abc")
+    with pytest.raises(ValueError, match=r"^FLASHVL_PORT: .*integer.*'abc'"):
+        load_settings()
+    monkeypatch.delenv("FLASHVL_PORT")
+    with pytest.raises(ValueError, match=r"^--max-tokens: .*greater than or equal to 1"):
+        load_settings({"max_tokens": 0})
+    config = tmp_path / "flashvl.toml"
+    config.write_text('host = "0.0.0.0"\nmax_tokens = -5\n')
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(config))}:2: "):
+        load_settings(config_file=config)
+    config.write_text("max_tokens = = 5\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(config))}: not valid TOML: .*line 1"):
+        load_settings(config_file=config)
+    as_json = tmp_path / "flashvl.json"
+    as_json.write_text('{\n  "port": 1,\n  "max_tokens": \n}\n')
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(as_json))}:4: not valid JSON"):
+        load_settings(config_file=as_json)
+    with pytest.raises(ValueError, match="no such config file"):
+        load_settings(config_file=tmp_path / "missing.toml")

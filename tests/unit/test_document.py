@@ -161,3 +161,53 @@ def test_rendered_table_is_rebuilt_cell_for_cell(reader: TextReader) -> None:
     assert (table["n_rows"], table["n_cols"]) == (len(TABLE), len(TABLE[0]))
     assert wrong == []
     assert table["csv"].splitlines()[0] == "Item,Qty,Unit price,Amount"
+
+
+# ------------------------------------------------------------------ space-aligned tables (issue 20)
+
+SPACE_ALIGNED = ["Item      Q1   Q2   Q3", "Apples    10   20   30", "Pears     40   50   60", "Plums     70   80   90"]
+
+
+def test_padded_boxes_of_neighbouring_columns_stay_separate_columns() -> None:
+    # OCR boxes are padded, so neighbouring columns' boxes touch; the columns must not merge.
+    lines = []
+    for r, cells in enumerate(row.split() for row in SPACE_ALIGNED):
+        y = 20 + 46 * r
+        lines.append(line(cells[0], 16, y, 100, y + 30))
+        for c, cell in enumerate(cells[1:]):
+            x = 126 + 60 * c + (r % 2) * 8  # boxes of one column jitter; each overlaps the next by ~6 px
+            lines.append(line(cell, x, y, x + 66, y + 30))
+    table = rebuild_table(lines)
+    assert table is not None and table.shape == (4, 4)
+    assert table.rows == [row.split() for row in SPACE_ALIGNED]
+
+
+def test_a_row_read_as_one_line_is_split_at_its_column_gaps() -> None:
+    from flashvl.stages.offline.ocr import split_at_column_gaps
+
+    def glyph(char: str, x1: float, x2: float) -> tuple[str, float, list[list[float]]]:
+        return (char, 0.99, [[x1, 10], [x2, 10], [x2, 40], [x1, 40]])
+
+    # The recogniser read "60     70" as "6070" (dropped the wide space); the glyph boxes show the gap.
+    chars = [glyph("6", 100, 114), glyph("0", 114, 128), glyph("7", 170, 184), glyph("0", 184, 198)]
+    cells = split_at_column_gaps("6070", 0.9, (95.0, 8.0, 203.0, 42.0), chars)
+    assert [c.text for c in cells] == ["60", "70"]
+    assert cells[0].box[2] <= 128 < 170 <= cells[1].box[0]  # each cell's box spans its own glyphs
+    # an ordinary word space is no column gap
+    words = [glyph("a", 100, 112), glyph("b", 112, 124), glyph("c", 132, 144)]
+    assert [c.text for c in split_at_column_gaps("ab c", 0.9, (95.0, 8.0, 150.0, 42.0), words)] == ["ab c"]
+
+
+@pytest.mark.slow
+def test_rendered_space_aligned_table_is_rebuilt(reader: TextReader) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+    from render import latin_font_path
+
+    image = Image.new("RGB", (520, 220), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.truetype(latin_font_path(), 26)
+    for r, row in enumerate(SPACE_ALIGNED):  # one string a row, columns aligned by runs of spaces
+        draw.text((20, 20 + 46 * r), row, font=font, fill="black")
+    document = read_document(reader.read(np.asarray(image)))
+    assert len(document["tables"]) == 1, document["text"]
+    assert document["tables"][0]["rows"] == [row.split() for row in SPACE_ALIGNED]

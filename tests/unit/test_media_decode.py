@@ -153,14 +153,14 @@ def test_animated_gif_gives_its_first_frame() -> None:
 
 
 def test_palette_png_with_transparency_becomes_rgb_on_white() -> None:
-    image = Image.new("P", (8, 8), 0)
+    image = Image.new("P", (16, 16), 0)
     image.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
-    image.paste(1, (0, 0, 4, 8))  # left half red, right half index 0 = transparent
+    image.paste(1, (0, 0, 8, 16))  # left half red, right half index 0 = transparent
     data = encode(image, "PNG", transparency=0)
     loaded = decode_image(data, Settings(), "upload")
     assert loaded.image.mode == "RGB"
     assert loaded.image.getpixel((1, 1)) == (200, 10, 10)
-    assert loaded.image.getpixel((6, 6)) == (255, 255, 255)
+    assert loaded.image.getpixel((12, 12)) == (255, 255, 255)
 
 
 def test_la_png_is_composited_on_white() -> None:
@@ -178,10 +178,10 @@ def test_cmyk_jpeg_becomes_rgb() -> None:
 
 
 def test_sixteen_bit_gray_png_is_scaled_not_clipped() -> None:
-    values = np.array([[0, 32896, 65535]], dtype=np.uint16)
+    values = np.repeat(np.array([[0, 32896, 65535]], dtype=np.uint16).repeat(16, axis=1), 16, axis=0)
     data = encode(Image.fromarray(values), "PNG")
     loaded = decode_image(data, Settings(), "upload")
-    assert [loaded.image.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
+    assert [loaded.image.getpixel((x, 0)) for x in (0, 16, 32)] == [(0, 0, 0), (128, 128, 128), (255, 255, 255)]
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -219,3 +219,32 @@ def test_metadata_over_the_cap_is_refused_before_decoding() -> None:
         _decode(bloated, settings, "upload")
     assert refused.value.code == "image_metadata_too_large" and refused.value.status == 413
     assert _decode(bloated, _Settings(), "upload").width == 32  # under the default 1 MiB cap
+
+
+def test_tiny_images_are_enlarged_to_the_minimum_side() -> None:
+    loaded = decode_image(encode(Image.new("RGB", (1, 3), (9, 99, 199)), "PNG"), Settings(), "upload")
+    assert (loaded.width, loaded.height) == (16, 48)
+    assert loaded.image.getpixel((15, 47)) == (9, 99, 199)
+
+
+@pytest.mark.parametrize(
+    ("size", "code"), [((1, 60000), "image_aspect_ratio_too_large"), ((0, 0), "invalid_image_dimensions")]
+)
+def test_header_dimensions_are_checked_before_decoding(size: tuple[int, int], code: str) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    assert refusal(data, Settings()).code == code
+
+
+def test_decoded_memory_is_budgeted_by_mode() -> None:
+    image = Image.new("RGBA", (300, 300))
+    error = refusal(encode(image, "PNG"), Settings(max_decoded_image_bytes=300 * 300 * 3))
+    assert (error.code, error.status) == ("image_too_large_memory", 413)
+    gray = Image.new("L", (300, 300))  # 1 byte a pixel: fits
+    assert decode_image(encode(gray, "PNG"), Settings(max_decoded_image_bytes=300 * 300 * 3), "upload")

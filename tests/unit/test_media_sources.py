@@ -22,7 +22,7 @@ from flashvl.errors import MediaError
 from flashvl.media import LoadedImage, MediaIntake
 
 
-def png_bytes(size: tuple[int, int] = (12, 10), color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
+def png_bytes(size: tuple[int, int] = (24, 20), color: tuple[int, int, int] = (10, 200, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "PNG")
     return buffer.getvalue()
@@ -84,7 +84,7 @@ async def refusal(coroutine) -> MediaError:  # type: ignore[no-untyped-def]
 
 
 def assert_is_png(loaded: LoadedImage, source: str) -> None:
-    assert (loaded.format, loaded.width, loaded.height, loaded.source) == ("PNG", 12, 10, source)
+    assert (loaded.format, loaded.width, loaded.height, loaded.source) == ("PNG", 24, 20, source)
     assert loaded.image.getpixel((0, 0)) == (10, 200, 30)
 
 

@@ -126,3 +126,43 @@ def test_rendered_phone_and_id_raise_privacy_from_ocr(vision) -> None:
     assert privacy and privacy[0]["raised_by"] == ["ocr_rules"]
     assert verdict.suggestion == "block"  # a checksum-valid ID alone is over the block threshold
     assert any("phone number" in s["evidence"] for s in privacy[0]["signals"])
+
+
+# ------------------------------------------------------------------ the language stage's verdict (issue 20)
+
+
+class ScriptedLanguage:
+    """Answers every verdict request with one fixed JSON text, as a language stage would."""
+
+    name = "scripted"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def generate(self, request: object) -> object:
+        from flashvl.stages.base import Generation
+
+        return Generation("scripted", self.text, confidence=0.9)
+
+
+def test_verdict_categories_are_unique_and_the_reason_complete() -> None:
+    import json
+
+    from flashvl.tasks.moderate import language_verdict
+
+    cut = ("This invoice lists ordinary office supplies and a company address. " * 4)[:240]  # cut mid-word
+    text = json.dumps({"sensitive": True, "categories": ["other", "other", "other"], "reason": cut})
+    signals, info = asyncio.run(language_verdict(ScriptedLanguage(text), {}, 0.6))  # type: ignore[arg-type]
+    assert [s.category for s in signals] == ["other"]
+    assert info["verdict"]["categories"] == ["other"]
+    reason = info["verdict"]["reason"]
+    assert reason.endswith((".", "…")) and cut.startswith(reason.rstrip("…").rstrip(".")) and len(reason) <= 200
+    assert all(s.evidence.endswith((".", "…")) for s in signals)
+
+    plain = json.dumps({"sensitive": False, "categories": ["other", "other"], "reason": "An ordinary invoice."})
+    signals, info = asyncio.run(language_verdict(ScriptedLanguage(plain), {}, 0.6))  # type: ignore[arg-type]
+    assert signals == [] and info["verdict"] == {
+        "sensitive": False,
+        "categories": [],
+        "reason": "An ordinary invoice.",
+    }

@@ -52,7 +52,9 @@ def test_stream_chunks_send_only_what_is_set() -> None:
         "object": "chat.completion.chunk",
         "created": 1,
         "model": "m",
-        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        ],
     }
     piece = ChatCompletionChunk(id="c", created=1, model="m", choices=[ChunkChoice(delta=ChunkDelta(content="杯子"))])
     assert '"delta":{"content":"杯子"}' in piece.model_dump_json()  # UTF-8, not \\u escapes
@@ -62,7 +64,10 @@ def test_stream_chunks_send_only_what_is_set() -> None:
             id="c", created=1, model="m", choices=[ChunkChoice(finish_reason="length")], flashvl=meta
         ).model_dump_json()
     )
-    assert last["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "length"} and "usage" not in last
+    assert (
+        last["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}
+        and "usage" not in last
+    )
     assert last["flashvl"]["notice"] is None  # nulls inside the metadata stay
     usage = json.loads(ChatCompletionChunk(id="c", created=1, model="m", usage=meta.usage).model_dump_json())
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 43 and "flashvl" not in usage

@@ -120,7 +120,8 @@ def test_disagreement_is_reported_not_hidden() -> None:
 def test_caption_mentions_subject_without_overclaiming() -> None:
     obs = make_obs([Box("cup", 0.6, 0, 0, 50, 50)])
     obs.labels = [{"index": 967, "name": "espresso", "name_zh": "浓缩咖啡", "score": 0.7}]
-    assert caption(obs, "en").startswith("An image that likely shows espresso")
+    # was "An image that likely shows espresso, with cup detected." (a fragment, no articles)
+    assert caption(obs, "en").startswith("An image of a cup; the classifier's best guess for it is an espresso.")
     assert "浓缩咖啡" in caption(obs, "zh")
 
 
@@ -140,3 +141,27 @@ def test_range_rule_answers_only_the_named_row() -> None:
     answer = answer_by_rule("白细胞结果正常吗?", obs, "zh").text
     assert "偏高" in answer and "血红蛋白" not in answer
     assert "HGB" in answer_by_rule("Is the HGB normal?", obs, "en").text
+
+
+def test_rules_answer_only_questions_they_answer_whole() -> None:
+    """Old code: the colour rule answered "what animal is this, and what colour are its eyes?" with the
+    image's colours (neither part), and "what colour is the car?" with no car detected."""
+    white = NamedColour("white", "白色", (255, 255, 255), 1)
+    obs = make_obs([Box("cup", 0.8, 10, 10, 100, 100)], background=white, foreground=white)
+    obs.objects[0].colour = NamedColour("blue", "蓝色", (0, 0, 255), 0.7)
+    for question in (
+        "What animal is this, and what colour are its eyes?",
+        "这是什么动物,它的眼睛是什么颜色?",
+        "What colour are its eyes?",
+        "它的眼睛是什么颜色?",
+        "What colour is the car?",  # no car detected: the whole image's colour is not the car's
+        "汽车是什么颜色?",
+        "What colour are the cup and the saucer?",
+        "How many cups are there and what are they made of?",
+    ):
+        assert answer_by_rule(question, obs, "zh" if "\u4e00" <= question[0] <= "\u9fff" else "en") is None, question
+    both = answer_by_rule("How many cups are there, and what colour is the cup?", obs, "en")
+    assert both is not None and "1 cup" in both.text and "mostly blue" in both.text
+    assert both.source == "rule:count+rule:colour"
+    assert "背景主要是白色" in answer_by_rule("这个杯子是什么颜色,背景是什么颜色?", obs, "zh").text
+    assert "white" in answer_by_rule("What colours are in the image?", obs, "en").text

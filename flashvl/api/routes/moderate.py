@@ -6,10 +6,12 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from starlette.datastructures import UploadFile
 
 from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready
+from flashvl.api.image_body import openapi_request_body, parse_image_request
 from flashvl.errors import FlashvlError
 from flashvl.media.types import LoadedImage
 from flashvl.tasks.moderate import CATEGORIES, Thresholds, moderate_image
@@ -24,10 +26,13 @@ class ImageInput(BaseModel):
     image_base64: str | None = Field(None, description="Base64 image bytes, or a data:image/...;base64 URL.")
 
     @model_validator(mode="after")
-    def _one_image(self) -> ImageInput:
+    def _one_image(self, info: ValidationInfo) -> ImageInput:
         # None is absent; "" is an image of 0 bytes (refused by the intake as empty_image)
-        if (self.image_url is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of image_url or image_base64")
+        given = (self.image_url is not None) + (self.image_base64 is not None)
+        if isinstance(info.context, dict) and info.context.get("upload"):  # multipart: the file part
+            given += 1
+        if given != 1:
+            raise ValueError("give exactly one image: image_url, image_base64, or a multipart 'file' part")
         return self
 
 
@@ -76,7 +81,9 @@ class ModerateResponse(BaseModel):
     request_id: str | None = None
 
 
-async def load_input(state: AppState, body: ImageInput) -> LoadedImage:
+async def load_input(state: AppState, body: ImageInput, upload: UploadFile | None = None) -> LoadedImage:
+    if upload is not None:
+        return await state.intake.from_upload(upload)
     if body.image_url:
         return await state.intake.from_reference(body.image_url)
     return await state.intake.from_base64(body.image_base64 or "")
@@ -92,16 +99,18 @@ async def with_deadline(state: AppState, work: Any) -> Any:
         ) from None
 
 
-@router.post("/moderate", response_model=ModerateResponse)
-async def moderate(body: ModerateRequest, request: Request, state: Ready) -> dict[str, Any]:
-    """Is this image sensitive, in which categories, raised by which signals; pass / review / block."""
+@router.post("/moderate", response_model=ModerateResponse, openapi_extra=openapi_request_body(ModerateRequest))
+async def moderate(request: Request, state: Ready) -> dict[str, Any]:
+    """Is this image sensitive, in which categories, raised by which signals; pass / review / block.
+    JSON, or multipart with the image in a ``file`` part and the options as form fields."""
+    body, upload = await parse_image_request(request, ModerateRequest)
     settings = state.settings
     thresholds = Thresholds(
         body.review_threshold if body.review_threshold is not None else settings.moderation_review_threshold,
         body.block_threshold if body.block_threshold is not None else settings.moderation_block_threshold,
         {name: (t.review, t.block) for name, t in body.category_thresholds.items()},
     )
-    image = await load_input(state, body)
+    image = await load_input(state, body, upload)
     mode = body.use_language or settings.moderation_language
     result = await with_deadline(
         state,

@@ -6,9 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
+from starlette.datastructures import UploadFile
 
 from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready, resolve_max_tokens
+from flashvl.api.image_body import openapi_request_body, parse_image_request
 from flashvl.api.routes.moderate import ImageInput, load_input, with_deadline
 from flashvl.errors import FlashvlError
 from flashvl.tasks.document import extract_fields, read_image, validate_schema
@@ -28,17 +30,18 @@ class ExtractRequest(ImageInput):
     max_tokens: int | None = Field(None, ge=1)
 
 
-async def _read(state: AppState, body: ImageInput, tables: bool) -> dict[str, Any]:
-    image = await load_input(state, body)
+async def _read(state: AppState, body: ImageInput, tables: bool, upload: UploadFile | None = None) -> dict[str, Any]:
+    image = await load_input(state, body, upload)
     document, _ = await with_deadline(state, read_image(state.runtime.vision, image, tables=tables))
     return document
 
 
-@router.post("/ocr")
-async def ocr(body: OcrRequest, request: Request, state: Ready) -> dict[str, Any]:
+@router.post("/ocr", openapi_extra=openapi_request_body(OcrRequest))
+async def ocr(request: Request, state: Ready) -> dict[str, Any]:
     """Text lines with boxes and confidences in reading order, the text, and rebuilt tables
-    (rows, Markdown, CSV)."""
-    document = await _read(state, body, body.tables)
+    (rows, Markdown, CSV). JSON, or multipart with the image in a ``file`` part."""
+    body, upload = await parse_image_request(request, OcrRequest)
+    document = await _read(state, body, body.tables, upload)
     return document | {"request_id": getattr(request.state, "request_id", None)}
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,15 +19,18 @@ from flashvl.api.openai_schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     Choice,
+    ChoiceLogprobs,
     ChoiceMessage,
     ChunkChoice,
     ChunkDelta,
     ErrorBody,
     ImagePart,
+    ModelCard,
     ModelList,
     StreamError,
     TextPart,
     Usage,
+    unsupported_fields,
 )
 from flashvl.api.schemas import ResponseMeta
 from flashvl.errors import FlashvlError
@@ -42,29 +46,76 @@ def served_model_name(state: AppState) -> str:
     return "flashvl"
 
 
-@router.get("/models", response_model=ModelList)
-async def list_models(state: State) -> dict[str, Any]:
-    """The one served model, with the stages behind it."""
+def _model_card(state: AppState) -> dict[str, Any]:
     pipeline = state.pipeline
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": served_model_name(state),
-                "object": "model",
-                "created": int(time.time()),
-                "owned_by": "flashvl",
-                "flashvl": {
-                    "vision_stage": pipeline.vision.name,
-                    "vision_is_vlm": pipeline.vision.is_vlm,
-                    "language_stage": pipeline.language.name if pipeline.language else None,
-                },
-            }
-        ],
+        "id": served_model_name(state),
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "flashvl",
+        "flashvl": {
+            "vision_stage": pipeline.vision.name,
+            "vision_is_vlm": pipeline.vision.is_vlm,
+            "language_stage": pipeline.language.name if pipeline.language else None,
+        },
     }
 
 
+def _model_not_found(model: str) -> FlashvlError:
+    # As vLLM answers: 404 for a model this server does not serve (GET /v1/models lists the names).
+    return FlashvlError("model_not_found", f"The model `{model[:100]}` does not exist (see GET /v1/models).", 404)
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(state: State) -> dict[str, Any]:
+    """The one served model, with the stages behind it."""
+    return {"object": "list", "data": [_model_card(state)]}
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+async def get_model(model_id: str, state: State) -> dict[str, Any]:
+    """One served model; 404 ``model_not_found`` for any other name."""
+    if model_id != served_model_name(state):
+        raise _model_not_found(model_id)
+    return _model_card(state)
+
+
+def _check_parameters(body: ChatCompletionRequest, state: AppState) -> None:
+    """Every OpenAI parameter is honoured or refused: nothing is dropped silently."""
+    if body.model != served_model_name(state):
+        raise _model_not_found(body.model)
+    if extra := unsupported_fields(body):
+        raise FlashvlError(
+            "unsupported_parameter",
+            f"Not supported by this server: {', '.join(extra)[:300]}. Leave them out (README: OpenAI parameters).",
+            400,
+        )
+    if body.n != 1:
+        raise FlashvlError("unsupported_parameter", f"n={body.n}: this server returns one choice (n=1) only.", 400)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise FlashvlError("invalid_request", "top_logprobs needs logprobs: true.", 400)
+    schema = _json_schema(body)
+    if schema is not None and len(json.dumps(schema)) > state.settings.document_schema_max_bytes:
+        raise FlashvlError(
+            "invalid_json_schema",
+            f"The JSON schema is larger than {state.settings.document_schema_max_bytes} bytes.",
+            400,
+        )
+
+
+def _json_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "object"}
+    if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+        raise FlashvlError("invalid_json_schema", "response_format json_schema needs json_schema.schema.", 400)
+    return fmt.json_schema.schema_
+
+
 async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
+    _check_parameters(body, state)
     images: list[str] = []
     history: list[ChatMessage] = []
     question = ""
@@ -93,6 +144,7 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
     # Limits are checked (above) before any image is fetched or decoded (below).
     loaded = [await state.intake.from_reference(url) for url in images]
     kwargs = body.chat_template_kwargs or {}
+    system = "\n\n".join(m.content for m in history if m.role == "system" and m.content.strip())
     return Query(
         images=loaded,
         question=question or None,
@@ -104,6 +156,12 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
         route=body.route,
         include_intermediate=body.include_intermediate,
         confidence=body.logprobs or body.include_intermediate,
+        top_p=body.top_p,
+        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+        seed=body.seed,
+        json_schema=_json_schema(body),
+        top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        system=system if loaded else None,  # text-only requests carry their system messages in ``messages``
     )
 
 
@@ -114,11 +172,25 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     query.principal = caller.name
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    model = body.model or served_model_name(state)
+    model = body.model
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(request, state, query, completion_id, created, model, include_usage)
-        return EventSourceResponse(events, ping=15, sep="\n")
+        # Until the first piece, a failure (a prompt over the context, a busy queue) is still an HTTP error
+        # with its own status: the SSE headers go out only once the answer has started.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + state.settings.request_timeout_s
+        events = state.pipeline.stream(query)
+        try:
+            async with asyncio.timeout_at(deadline):
+                first = await anext(events)
+        except TimeoutError:
+            await events.aclose()
+            raise FlashvlError("request_timeout", "The answer took too long to start.", 504, retry_after=5) from None
+        except BaseException:
+            await events.aclose()
+            raise
+        stream = _stream(request, state, query, completion_id, created, model, include_usage, events, first, deadline)
+        return EventSourceResponse(stream, ping=15, sep="\n")
     answer = await answer_query(request, state, query)
     info = meta(request, answer)
     return ChatCompletion(
@@ -129,11 +201,20 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
             Choice(
                 finish_reason=info.finish_reason,
                 message=ChoiceMessage(content=answer.text, reasoning_content=answer.thinking),
+                logprobs=_logprobs(query, answer.logprobs),
             )
         ],
         usage=info.usage,
         flashvl=info,
     )
+
+
+def _logprobs(query: Query, entries: list[dict[str, Any]] | None) -> ChoiceLogprobs | None:
+    """OpenAI's ``choices[].logprobs`` when asked: the language stage's tokens (empty when no language
+    model wrote the answer, e.g. a rule answer)."""
+    if query.top_logprobs is None:
+        return None
+    return ChoiceLogprobs.model_validate({"content": entries or []})
 
 
 async def _stream(
@@ -144,6 +225,9 @@ async def _stream(
     created: int,
     model: str,
     include_usage: bool,
+    events: AsyncGenerator[TextDelta | Answer, None],
+    first: TextDelta | Answer,
+    deadline: float,
 ) -> AsyncIterator[str]:
     def chunk(
         choices: list[ChunkChoice] | None = None, usage: Usage | None = None, flashvl: ResponseMeta | None = None
@@ -155,18 +239,23 @@ async def _stream(
     def error(body: ErrorBody) -> str:
         return StreamError(error=body).model_dump_json()
 
+    async def rest() -> AsyncIterator[TextDelta | Answer]:
+        yield first
+        async for event in events:
+            yield event
+
     yield chunk(choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=""))])
-    events = state.pipeline.stream(query)
     try:
-        async with asyncio.timeout(state.settings.request_timeout_s):
-            async for event in events:
+        async with asyncio.timeout_at(deadline):
+            async for event in rest():
                 if isinstance(event, TextDelta):
                     delta = (
                         ChunkDelta(reasoning_content=event.text)
                         if event.kind == "thinking"
                         else ChunkDelta(content=event.text)
                     )
-                    yield chunk(choices=[ChunkChoice(delta=delta)])
+                    logprobs = _logprobs(query, event.logprobs) if event.kind == "answer" else None
+                    yield chunk(choices=[ChunkChoice(delta=delta, logprobs=logprobs)])
                 elif isinstance(event, Answer):
                     record_answer(request, state, event, query)
                     info = meta(request, event)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 
 from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import Ready, answer_query, meta, resolve_max_tokens
+from flashvl.api.image_body import openapi_request_body, parse_image_request
+from flashvl.api.routes.moderate import ImageInput, load_input
 from flashvl.api.schemas import (
     BoxOut,
     CaptionResponse,
@@ -61,12 +62,15 @@ async def infer(body: InferRequest, request: Request, state: Ready, caller: Call
     )
 
 
-@router.post("/caption", response_model=CaptionResponse)
-async def caption(
-    request: Request, state: Ready, caller: Caller, file: Annotated[UploadFile, File()]
-) -> CaptionResponse:
-    """Caption an uploaded image (multipart field ``file``)."""
-    image = await state.intake.from_upload(file)
+class CaptionRequest(ImageInput):
+    """``/caption``'s JSON body: the image alone (multipart: the ``file`` part)."""
+
+
+@router.post("/caption", response_model=CaptionResponse, openapi_extra=openapi_request_body(CaptionRequest))
+async def caption(request: Request, state: Ready, caller: Caller) -> CaptionResponse:
+    """Caption an image: multipart with the image in a ``file`` part, or JSON ``image_url`` / ``image_base64``."""
+    body, upload = await parse_image_request(request, CaptionRequest)
+    image = await load_input(state, body, upload)
     answer = await answer_query(request, state, Query(images=[image], task="caption", principal=caller.name))
     return CaptionResponse(
         **dict(meta(request, answer)), caption=answer.text, image=_image_info(image), boxes=_boxes(answer)

@@ -165,32 +165,134 @@ def describe(obs: Observations, lang: Lang) -> str:
     return "\n".join(p for p in pieces if p)
 
 
-def caption(obs: Observations, lang: Lang) -> str:
-    """A short caption: the main subject, the main objects, text and colour, no scores."""
-    labels = [label for label in obs.labels if label["score"] >= 0.2][:1]
-    objects = obs.objects[:4]
+DOCUMENT_MIN_CHARS = 40  # as much text as this, and the image is a document (a page, a screenshot)
+_NUMBERS_EN = ["no", "a", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+_NUMBERS_ZH = ["零", "一", "两", "三", "四", "五", "六", "七", "八", "九", "十"]
+_PLURAL_EN = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis"}
+_MEASURE_ZH = {
+    "person": "个",
+    "cat": "只",
+    "dog": "只",
+    "bird": "只",
+    "sheep": "只",
+    "bear": "只",
+    "giraffe": "只",
+    "horse": "匹",
+    "zebra": "匹",
+    "cow": "头",
+    "elephant": "头",
+    "car": "辆",
+    "bus": "辆",
+    "truck": "辆",
+    "bicycle": "辆",
+    "motorcycle": "辆",
+    "train": "列",
+    "airplane": "架",
+    "boat": "艘",
+    "book": "本",
+    "laptop": "台",
+    "tv": "台",
+    "chair": "把",
+    "umbrella": "把",
+    "knife": "把",
+    "bottle": "瓶",
+}
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def _counted_en(label: str, n: int) -> str:
+    if n == 1:
+        return _a(label)
+    plural = _PLURAL_EN.get(label) or label + ("es" if label.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{_NUMBERS_EN[n] if n < len(_NUMBERS_EN) else n} {plural}"
+
+
+def _counted_zh(label: str, name: str, n: int) -> str:
+    return f"{_NUMBERS_ZH[n] if n < len(_NUMBERS_ZH) else n}{_MEASURE_ZH.get(label, '个')}{name}"
+
+
+def _listed(items: list[str], lang: Lang) -> str:
     if lang == "zh":
-        parts = []
-        if labels:
-            parts.append(f"可能是{labels[0]['name_zh']}的图像")
-        if objects:
-            names = "、".join(dict.fromkeys(o.label_zh for o in objects))
-            parts.append(f"检测到{names}")
-        if obs.text_lines:
-            parts.append("含有文字")
-        if obs.foreground:
-            parts.append(f"主色调为{obs.foreground.name_zh}")
-        return (",".join(parts) or "未能识别出明确的物体") + "。"
-    parts = []
-    if labels:
-        parts.append(f"An image that likely shows {labels[0]['name']}")
-    if objects:
-        names = ", ".join(dict.fromkeys(o.label for o in objects))
-        parts.append(f"with {names} detected" if parts else f"An image with {names} detected")
-    if obs.text_lines:
-        parts.append("containing text")
-    if obs.foreground:
-        parts.append(f"mostly {obs.foreground.name}")
-    if not parts:
-        return "An image in which no known object was recognised."
-    return ", ".join(parts) + "."
+        return "、".join(items[:-1]) + "和" + items[-1] if len(items) > 1 else items[0]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else items[0]
+
+
+def _quoted(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
+
+
+def caption(obs: Observations, lang: Lang) -> str:
+    """A short caption in full sentences, from the observations: what kind of image it is (a
+    document, or a picture of what the detector and classifier found), its text and its colours.
+    No scores; nothing the parts did not report."""
+    from flashvl.text.language import detect_language
+
+    text = obs.text.strip()
+    lines = [line["text"].strip() for line in obs.text_lines if line["text"].strip()]
+    sentences: list[str] = []
+    document = len(text) >= DOCUMENT_MIN_CHARS and bool(lines)
+    if document:
+        text_lang = detect_language(text)
+        if lang == "zh":
+            sentences.append(f"一份{'中文' if text_lang == 'zh' else '英文'}文档,第一行写着“{_quoted(lines[0])}”。")
+        else:
+            sentences.append(
+                f"A document in {'Chinese' if text_lang == 'zh' else 'English'} "
+                f'whose first line reads "{_quoted(lines[0])}".'
+            )
+        if len(lines) > 1:
+            sentences.append(f"共有{len(lines)}行文字。" if lang == "zh" else f"It has {len(lines)} lines of text.")
+    else:
+        counts: dict[str, int] = {}
+        names: dict[str, str] = {}
+        for o in obs.objects:
+            counts[o.label] = counts.get(o.label, 0) + 1
+            names[o.label] = o.label_zh
+        shown = list(counts)[:4]
+        label = next((x for x in obs.labels if x["score"] >= 0.2), None)
+        if lang == "zh":
+            things = _listed([_counted_zh(k, names[k], counts[k]) for k in shown], lang) if shown else ""
+            guess = label["name_zh"] or label["name"] if label else ""
+            if things and guess:
+                sentences.append(f"一张图片,画面中有{things},图像分类器认为最可能是{guess}。")
+            elif things:
+                sentences.append(f"一张图片,画面中有{things}。")
+            elif guess:
+                sentences.append(f"一张图片,图像分类器认为最可能是{guess}。")
+            else:
+                sentences.append("一张图片,未能识别出已知的物体。")
+            if lines:
+                sentences.append(f"图中有文字“{_quoted(' '.join(lines), 40)}”。")
+        else:
+            things = _listed([_counted_en(k, counts[k]) for k in shown], lang) if shown else ""
+            guess = _a(label["name"]) if label else ""
+            if things and guess:
+                sentences.append(f"An image of {things}; the classifier's best guess for it is {guess}.")
+            elif things:
+                sentences.append(f"An image of {things}.")
+            elif guess:
+                sentences.append(f"An image that most likely shows {guess}.")
+            else:
+                sentences.append("An image in which no known object was recognised.")
+            if lines:
+                sentences.append(f'It contains the text "{_quoted(" ".join(lines), 40)}".')
+    if obs.background and document:
+        bg = obs.background
+        sentences.append(f"页面底色是{bg.name_zh}。" if lang == "zh" else f"The page is mostly {bg.name}.")
+    elif obs.background and obs.foreground:
+        bg, fg = obs.background, obs.foreground
+        if lang == "zh":
+            sentences.append(
+                f"画面主要是{bg.name_zh}。" if bg.name == fg.name else f"主体主要是{fg.name_zh},背景是{bg.name_zh}。"
+            )
+        else:
+            sentences.append(
+                f"Its colours are mostly {bg.name}."
+                if bg.name == fg.name
+                else f"The subject is mostly {fg.name} on a {bg.name} background."
+            )
+    return ("" if lang == "zh" else " ").join(sentences)

@@ -33,6 +33,9 @@ _GATE_MIN_STD = 2.0  # grey-level std below which an image is treated as plain
 
 # Space restoration: a blank run wider than this fraction of the ink height is a space.
 _SPACE_GAP_RATIO = 0.3
+# Column gaps: glyphs further apart than this fraction of the line's height are separate cells of a
+# space-aligned table (a word space is about 0.3 of it), so the line is split there.
+_COLUMN_GAP_RATIO = 0.75
 
 
 class TextReader:
@@ -100,7 +103,8 @@ class TextReader:
             text = restore_spaces(rgb, quad, text, chars)
             x1, y1 = np.clip(quad.min(axis=0), 0, [width, height])
             x2, y2 = np.clip(quad.max(axis=0), 0, [width, height])
-            lines.append(TextLine(text.strip(), float(score), (float(x1), float(y1), float(x2), float(y2))))
+            box = (float(x1), float(y1), float(x2), float(y2))
+            lines.extend(split_at_column_gaps(text.strip(), float(score), box, chars))
         return [line for row in group_rows(lines) for line in row]
 
     def _text_probability(self, rgb: np.ndarray) -> np.ndarray:
@@ -145,6 +149,38 @@ def restore_spaces(rgb: np.ndarray, quad: np.ndarray, text: str, chars: Any) -> 
         out.append(char)
         glyph_index += 1
     return "".join(out)
+
+
+def split_at_column_gaps(text: str, score: float, box: tuple[float, float, float, float], chars: Any) -> list[TextLine]:
+    """One detected line, or the cells of a space-aligned table row that the detector took as one line.
+
+    ``chars`` are rapidocr's per-character results ``(char, score, 4-point box)``. Where two glyphs are
+    further apart than ``_COLUMN_GAP_RATIO`` of the line's height, the line is split (so "60   70",
+    which the recogniser may read as "6070", becomes "60" and "70"). Each piece's box spans its own
+    glyphs (the detector's box is padded, and padded boxes of neighbouring columns overlap)."""
+    glyphs = [(str(item[0]), np.asarray(item[2], dtype=np.float32)) for item in chars or ()]
+    if not glyphs or "".join(g for g, _ in glyphs) != text.replace(" ", ""):
+        return [TextLine(text, score, box)]
+    x1, y1, x2, y2 = box
+    spans = [(float(quad[:, 0].min()), float(quad[:, 0].max())) for _, quad in glyphs]
+    gap_limit = _COLUMN_GAP_RATIO * (y2 - y1)
+    pieces: list[tuple[str, list[int]]] = []  # text and glyph indices of each cell
+    glyph = 0
+    for char in text:
+        if char == " ":
+            if pieces:
+                pieces[-1] = (pieces[-1][0] + char, pieces[-1][1])
+            continue
+        if not pieces or (glyph > 0 and spans[glyph][0] - spans[glyph - 1][1] > gap_limit):
+            pieces.append(("", []))
+        pieces[-1] = (pieces[-1][0] + char, [*pieces[-1][1], glyph])
+        glyph += 1
+    if len(pieces) == 1:
+        return [TextLine(text, score, box)]
+    return [
+        TextLine(piece.strip(), score, (max(x1, spans[ids[0]][0]), y1, min(x2, spans[ids[-1]][1]), y2))
+        for piece, ids in pieces
+    ]
 
 
 def _rectify(rgb: np.ndarray, quad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -70,10 +70,62 @@ def _named_object(question: str, obs: Observations) -> SceneObject | None:
     return None
 
 
+# What the colour statistics measure: the whole image, its background and its main (centre) subject.
+_WHOLE_EN = {
+    "image",
+    "picture",
+    "photo",
+    "photograph",
+    "it",
+    "this",
+    "that",
+    "background",
+    "foreground",
+    "subject",
+    "main subject",
+    "object",
+    "thing",
+    "shape",
+    "square",
+    "rectangle",
+    "circle",
+    "triangle",
+    "centre",
+    "center",
+}
+_WHOLE_ZH = re.compile(
+    r"^(这张|这幅|这个|那个|整张|整个|整体)?(图片?|图像|照片|画面|背景|主体|前景|它|这|形状|方块|圆|整体)?$"
+)
+_COLOUR_TARGET_EN = re.compile(
+    r"colou?rs?\s+(?:is|are|of)\s+(?:the\s+|its\s+|his\s+|her\s+|their\s+|this\s+|that\s+|these\s+|those\s+)?"
+    r"(?P<target>[a-z][a-z ]*?)\s*(?:[?.!,;]|$|\b(?:in|on|at)\b)",
+    re.IGNORECASE,
+)
+_COLOUR_TARGET_ZH = re.compile(r"(?P<target>[\u4e00-\u9fff]*?)(?:是|呈)?(?:什么颜色|什么色|哪种颜色|哪种色|的颜色)")
+
+
+def _colour_target_known(question: str, obs: Observations) -> bool:
+    """The question asks for the colour of something the measurements cover: the whole image, its
+    background or subject, or a detected object. "What colour are its eyes?" is not (no part measures
+    eyes), nor "What colour is the car?" when no car was detected."""
+    en = _COLOUR_TARGET_EN.search(question)
+    zh = _COLOUR_TARGET_ZH.search(question)
+    if (en and re.search(r"\band\b", en.group("target"))) or (zh and re.search("[和与跟]", zh.group("target"))):
+        return False  # two things: one colour would answer half the question
+    if _named_object(question, obs):
+        return True
+    if en:
+        return re.sub(r"^(?:in|on) (?:the |this )?", "", en.group("target").strip().lower()) in _WHOLE_EN
+    if zh:
+        target = re.sub(r"^(图中|图里|图片中|图片里|画面中|画面里)", "", zh.group("target"))
+        return _WHOLE_ZH.match(target.removesuffix("的")) is not None
+    return True  # "What is the main colour?", "主色调是什么颜色": the image as a whole
+
+
 def colour_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
     if not (_has(r"\bcolou?rs?\b", question) or _has(r"颜色|什么色|哪种色", question)):
         return None
-    if not obs.background or not obs.foreground:
+    if not obs.background or not obs.foreground or not _colour_target_known(question, obs):
         return None
     target = _named_object(question, obs)
     if target and target.colour:
@@ -255,12 +307,56 @@ Rule = Callable[[str, Observations, Lang], RuleAnswer | None]
 RULES: tuple[Rule, ...] = (safety_rule, range_rule, read_text_rule, colour_rule, count_rule, objects_rule)
 
 
-def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleAnswer | None:
-    """The first rule that answers the question exactly, or None."""
-    if not question:
-        return None
+_QUESTION_WORD_EN = r"(?:what|which|how|where|who|whom|whose|why|when|is|are|does|do|did|can|could|should|would)"
+_QUESTION_WORD_ZH = r"(?:什么|哪|几|多少|谁|为什么|怎么|怎样|如何|是否|吗|呢)"
+
+
+def question_parts(question: str) -> list[str]:
+    """The separate questions in one: "What animal is this, and what colour are its eyes?" has two.
+    Splits at a question mark or semicolon with more text after it, and at a comma or "and" that
+    starts a new question (a question word follows, and in Chinese the part before has one too)."""
+    pieces = [p for p in re.split(r"(?<=[?？;；])\s*", question.strip()) if p.strip()]
+    parts: list[str] = []
+    for piece in pieces:
+        piece = re.sub(rf"(?i)\s*(?:,\s*and|,|\band|\balso)\s+(?={_QUESTION_WORD_EN}\b)", "\x00", piece)
+        chunks = re.split(r"[,，、]\s*|(?:还有|以及|并且|另外|同时)", piece.replace("\x00", "，"))
+        current = ""
+        for chunk in chunks:
+            zh_new = re.search(_QUESTION_WORD_ZH, current) and re.search(_QUESTION_WORD_ZH, chunk)
+            if current and (zh_new or re.match(rf"(?i)\s*{_QUESTION_WORD_EN}\b", chunk)):
+                parts.append(current)
+                current = chunk
+            else:
+                current = f"{current}, {chunk}" if current else chunk
+        if current.strip():
+            parts.append(current)
+    return [p.strip(" ,，") for p in parts if p.strip(" ,，?？")] or [question]
+
+
+def _first_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
     for rule in RULES:
         answer = rule(question, obs, lang)
         if answer is not None:
             return answer
     return None
+
+
+def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    """The rule answer to the whole question, or None. A question of several parts is answered by
+    rules only when a rule answers every part ("what animal is this, and what colour are its
+    eyes?" is not: the colour rule would answer neither part)."""
+    if not question:
+        return None
+    parts = question_parts(question)
+    if len(parts) == 1:
+        return _first_rule(question, obs, lang)
+    answers = [_first_rule(part, obs, lang) for part in parts]
+    if any(a is None for a in answers):
+        return None
+    done = [a for a in answers if a is not None]
+    scores = [a.confidence for a in done if a.confidence is not None]
+    return RuleAnswer(
+        ("" if lang == "zh" else " ").join(a.text for a in done),
+        "+".join(dict.fromkeys(a.source for a in done)),
+        min(scores) if scores else None,
+    )

@@ -110,7 +110,8 @@ class Observations:
             "objects": [o.to_dict() for o in self.objects],
             "relations": [asdict(r) for r in self.relations],
             "labels": self.labels,
-            "text": {"present": self.text_present, "lines": self.text_lines},
+            # full_text: the lines with the cells of one table row joined (rows, as a person reads them)
+            "text": {"present": self.text_present, "lines": self.text_lines, "full_text": self.text},
             "safety": {"nsfw_score": self.nsfw_score, "verdict": self.safety_verdict},
             "colours": {
                 "background": self.background.to_dict() if self.background else None,

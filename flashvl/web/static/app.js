@@ -25,6 +25,8 @@ const state = {
   previewUrl: null,
   controller: null,
 };
+const IMAGE_CHANGED = "image-changed"; // abort reason: the answer in flight was about another image
+const ANSWER_PLACEHOLDER = el.answerPlaceholder.textContent;
 
 function formatBytes(bytes) {
   if (bytes < 1024) return `${bytes} B`;
@@ -140,8 +142,19 @@ function clearFile() {
   el.dropzone.classList.remove("has-file");
 }
 
+/** A new image (or none): the answer on screen, or still coming, was about the old one. */
+function clearAnswer() {
+  if (state.controller) state.controller.abort(IMAGE_CHANGED);
+  state.controller = null;
+  resetAnswer();
+  setAnswerState("idle");
+  setStatus("");
+  el.answerPlaceholder.textContent = ANSWER_PLACEHOLDER;
+  el.answerPlaceholder.hidden = false;
+}
+
 function useFile(file) {
-  clearError();
+  clearAnswer();
   clearFile();
   if (!file) return;
   const problem = checkFileType(file);
@@ -180,6 +193,7 @@ el.preview.addEventListener("error", () => {
 
 el.fileInput.addEventListener("change", () => useFile(el.fileInput.files[0]));
 el.clearFile.addEventListener("click", () => {
+  clearAnswer();
   clearFile();
   el.fileInput.focus();
 });
@@ -230,6 +244,14 @@ document.querySelectorAll(".chip").forEach((chip) =>
 );
 
 // ---------- rendering the answer ----------
+
+/** On a small screen the answer card sits below the form: bring it into view when asking. */
+function showAnswerCard() {
+  const top = el.answerCard.getBoundingClientRect().top;
+  if (top >= 0 && top < window.innerHeight * 0.6) return; // already in view (e.g. side by side)
+  const calm = window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  el.answerCard.scrollIntoView({ behavior: calm ? "auto" : "smooth", block: "start" });
+}
 
 function resetAnswer() {
   clearError();
@@ -345,6 +367,7 @@ async function ask() {
   resetAnswer();
   setAnswerState("streaming");
   setStatus("Reading the image…");
+  showAnswerCard();
   const controller = new AbortController();
   state.controller = controller;
   const started = performance.now();
@@ -413,6 +436,7 @@ async function ask() {
       failed = true;
     }
   } catch (err) {
+    if (controller.signal.reason === IMAGE_CHANGED) return; // clearAnswer() has reset the card
     if (err.name === "AbortError") {
       setStatus("Stopped.");
       finished = true;
@@ -421,6 +445,10 @@ async function ask() {
       failed = true;
     }
   } finally {
+    if (controller.signal.reason !== IMAGE_CHANGED) finish();
+  }
+
+  function finish() {
     state.controller = null;
     setAnswerState(failed ? "error" : "done");
     if (!failed && el.status.textContent !== "Stopped.") {

@@ -1,0 +1,294 @@
+"""Handle-backed stages (flashvl/deploy/proxies.py) against a stage server in this process, through a
+stand-in with Ray Serve's handle interface: the runtime guards them like local stages, results say
+which replica made them, a lost replica is retried once, a closed stream cancels the replica's
+work, the replica's exceptions keep their meaning, and one trace spans ingress, call and replica."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from flashvl.config import Settings
+from flashvl.deploy.proxies import RemoteLanguage, RemoteObservingVision
+from flashvl.deploy.server import StageServer
+from flashvl.deploy.shared_state import shared_state_problems
+from flashvl.deploy.tracing import client_span
+from flashvl.errors import FlashvlError
+from flashvl.media.types import LoadedImage
+from flashvl.pipeline.types import Query
+from flashvl.runtime import Runtime
+from flashvl.stages.base import ChatRequest, Generation, TextDelta, Timings, VisionRequest, VisionResult
+
+EXPORTER = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+trace.set_tracer_provider(_provider)
+
+
+class ActorDiedError(Exception):
+    """Named like Ray's: what a call to a replica that died raises."""
+
+
+class Eyes:
+    name, model_id, is_vlm = "eyes", "eyes-1", False
+
+    def __init__(self) -> None:
+        self.observed = 0
+
+    async def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"class": "Eyes", "model_id": self.model_id}
+
+    def observation_params(self, request: VisionRequest) -> dict[str, Any]:
+        return {"max_pixels": request.max_pixels}
+
+    async def observe(self, request: VisionRequest) -> dict[str, Any]:
+        self.observed += 1
+        return {"objects": ["cat"], "timings": {"detect": 0.01}}
+
+    async def interpret(self, request: VisionRequest, observed: dict[str, Any]) -> VisionResult:
+        return VisionResult(self.name, f"a photo of a {observed['objects'][0]}", timings=Timings({"interpret": 0.0}))
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        return await self.interpret(request, await self.observe(request))
+
+
+class Brain:
+    name, model_id = "brain", "brain-1"
+
+    def __init__(self, pieces: int = 3, delay: float = 0.0) -> None:
+        self.pieces, self.delay = pieces, delay
+        self.cancelled = False
+
+    async def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"class": "Brain"}
+
+    async def generate(self, request: ChatRequest) -> Generation:
+        if request.messages[0].content == "bad":
+            raise FlashvlError("prompt_too_long", "too long", 400)
+        return Generation(self.name, "The cat sits.")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
+        try:
+            for i in range(self.pieces):
+                await asyncio.sleep(self.delay)
+                yield TextDelta(f"piece{i} ")
+            yield Generation(self.name, "The cat sits.")
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled = True
+            raise
+
+
+class Responses:
+    """Like Serve's DeploymentResponseGenerator: async-iterable, ``cancel()`` stops the replica's generator."""
+
+    def __init__(self, gen: AsyncIterator[Any]) -> None:
+        self.gen = gen
+        self.cancelled = False
+
+    def __aiter__(self) -> Responses:
+        return self
+
+    async def __anext__(self) -> Any:
+        return await self.gen.__anext__()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        asyncio.get_running_loop().create_task(self.gen.aclose())  # type: ignore[attr-defined]
+
+
+class Handle:
+    """A DeploymentHandle stand-in over StageServers ("replicas"), round robin; ``die`` next calls fail."""
+
+    def __init__(self, servers: list[StageServer], stream: bool = False, shared: dict[str, Any] | None = None) -> None:
+        self.servers, self.streaming = servers, stream
+        self.shared = shared if shared is not None else {"next": 0, "die": 0, "streams": []}
+
+    def options(self, stream: bool = False) -> Handle:
+        return Handle(self.servers, stream, self.shared)
+
+    def __getattr__(self, method: str) -> Any:
+        handle = self
+
+        class Method:
+            def remote(self, *args: Any) -> Any:
+                server = handle.servers[handle.shared["next"] % len(handle.servers)]
+                handle.shared["next"] += 1
+                if handle.shared["die"]:
+                    handle.shared["die"] -= 1
+                    if handle.streaming:
+                        return Responses(_raise_async(ActorDiedError("the replica died")))
+                    return _raise(ActorDiedError("the replica died"))
+                if handle.streaming:
+                    responses = Responses(getattr(server, method)(*args))
+                    handle.shared["streams"].append(responses)
+                    return responses
+                return getattr(server, method)(*args)
+
+        return Method()
+
+
+async def _raise(exc: Exception) -> Any:
+    raise exc
+
+
+async def _raise_async(exc: Exception) -> AsyncIterator[Any]:
+    raise exc
+    yield  # pragma: no cover
+
+
+def _image() -> LoadedImage:
+    return LoadedImage(Image.new("RGB", (8, 8)), hashlib.sha256(b"x").hexdigest(), "PNG", 8, 8, 1, "upload")
+
+
+def _settings(**kw: Any) -> Settings:
+    base = {"router": "rules", "arbitration": False, "disclaimers": False, "review_store": "memory", "language": "none"}
+    return Settings(**(base | kw))
+
+
+def _servers(stage_factory: Any, role: str, n: int) -> list[StageServer]:
+    servers = []
+    for i in range(n):
+        server = StageServer(_settings(), role, stage=stage_factory())
+        server.replica = f"{role}#r{i}"
+        servers.append(server)
+    return servers
+
+
+async def _runtime(brain: Any = Brain) -> tuple[Runtime, Handle, Handle]:
+    vision_handle = Handle(_servers(Eyes, "vision", 2))
+    language_handle = Handle(_servers(brain, "language", 2))
+    stages = {
+        "vision": RemoteObservingVision(vision_handle, Eyes()),
+        "language": RemoteLanguage(language_handle, "language", name="brain", model_id="brain"),
+    }
+    runtime = Runtime(_settings(), roles={"vision", "language"}, stages=stages)
+    for stage in stages.values():
+        await stage.load()
+    return runtime, vision_handle, language_handle
+
+
+def _query(question: str = "Why is the cat here?") -> Query:
+    return Query(images=[_image()], question=question, route="cascade", live=False)
+
+
+def test_runtime_guards_remote_stages_and_answers_say_where_they_ran() -> None:
+    async def run() -> None:
+        runtime, _, _ = await _runtime()
+        assert runtime.vision.stage.fingerprint() == {"class": "Eyes", "model_id": "eyes-1"}  # the replica's own
+        answer = await runtime.pipeline.answer(_query())
+        assert answer.text.startswith("The cat sits") and answer.route == "cascade"
+        replicas = {s.name: s.replica for s in answer.stages}
+        assert replicas["vision"] in {"vision#r0", "vision#r1"}
+        assert replicas["language"] in {"language#r0", "language#r1"}
+        assert all("replica" in s.to_dict() for s in answer.stages)
+        again = await runtime.pipeline.answer(_query())  # observations from the cache: no replica ran models
+        assert again.cache["vision"] == "hit"
+        await runtime.close()
+
+    asyncio.run(run())
+
+
+def test_lost_replica_is_retried_once_then_degrades() -> None:
+    async def run() -> None:
+        runtime, vision, language = await _runtime()
+        vision.shared["die"] = 1
+        answer = await runtime.pipeline.answer(_query())
+        assert not answer.degraded and answer.stages[0].replica  # retried on the other replica
+        language.shared["die"] = 2  # both tries lost: a labelled, degraded answer, not an error
+        answer = await runtime.pipeline.answer(_query("Why is the dog here?"))
+        assert answer.degraded and answer.route == "vision-only"
+        await runtime.close()
+
+    asyncio.run(run())
+
+
+def test_client_error_in_replica_stays_the_clients() -> None:
+    async def run() -> None:
+        _, _, language = await _runtime()
+        remote = RemoteLanguage(language, "language", name="b", model_id="b")
+        with pytest.raises(FlashvlError) as caught:
+            await remote.generate(_chat("bad"))
+        assert caught.value.status == 400
+
+    asyncio.run(run())
+
+
+def _chat(text: str) -> ChatRequest:
+    from flashvl.stages.base import ChatMessage
+
+    return ChatRequest([ChatMessage("user", text)])
+
+
+def test_closing_a_stream_cancels_the_replicas_generation() -> None:
+    async def run() -> None:
+        brains: list[Brain] = []
+
+        def slow() -> Brain:
+            brains.append(Brain(pieces=50, delay=0.01))
+            return brains[-1]
+
+        handle = Handle(_servers(slow, "language", 1))
+        remote = RemoteLanguage(handle, "language", name="b", model_id="b")
+        stream = remote.stream(_chat("hi"))
+        first = await anext(stream)
+        assert isinstance(first, TextDelta)
+        await stream.aclose()  # type: ignore[attr-defined]
+        await asyncio.sleep(0.05)
+        assert handle.shared["streams"][0].cancelled and brains[0].cancelled
+
+    asyncio.run(run())
+
+
+def test_one_trace_from_request_to_replica() -> None:
+    async def run() -> None:
+        runtime, _, _ = await _runtime()
+        EXPORTER.clear()
+        with client_span("flashvl.request") as root:
+            await runtime.pipeline.answer(_query("Why is the bird here?"))
+        spans = EXPORTER.get_finished_spans()
+        names = {s.name for s in spans}
+        assert {"flashvl.stage.vision.observe", "flashvl.replica.vision.observe"} <= names
+        assert {"flashvl.stage.language.generate", "flashvl.replica.language.generate"} <= names
+        trace_id = root.get_span_context().trace_id
+        assert {s.context.trace_id for s in spans} == {trace_id}
+        by_id = {s.context.span_id: s for s in spans}
+        replica = next(s for s in spans if s.name == "flashvl.replica.vision.observe")
+        assert replica.parent is not None and by_id[replica.parent.span_id].name == "flashvl.stage.vision.observe"
+        assert replica.attributes and str(replica.attributes["flashvl.replica"]).startswith("vision#r")
+        await runtime.close()
+
+    asyncio.run(run())
+
+
+def test_more_than_one_ingress_replica_needs_shared_state() -> None:
+    assert shared_state_problems(_settings(ingress_replicas="1")) == []
+    problems = shared_state_problems(_settings(ingress_replicas="2", review_store="memory"))
+    text = "\n".join(problems)
+    assert "--vision-cache redis" in text and "--rate-limit-storage redis://" in text and "--review-store" in text
+    shared = _settings(
+        ingress_replicas="1-3",
+        vision_cache="redis",
+        rate_limit_storage="redis://127.0.0.1:6379/1",
+        review_store="sqlite",
+    )
+    assert shared_state_problems(shared) == []

@@ -1,0 +1,418 @@
+"""flashvl on a REAL two-node Ray cluster: ``ray start --head`` plus a second ``ray start --address``
+node process, both on this machine, one cluster for this module, stopped (``ray stop --force``) at
+the end. Light on purpose (this machine has 2 cores): the offline vision stage, an OpenAI-compatible
+stand-in upstream for the language stage, fractional CPUs per replica.
+
+- ``--engine ray``: the three product snippets and the OpenAI client; 12 concurrent requests with
+  ``--vision-replicas 2`` are served by both vision replicas (``stages[].replica``);
+- a language replica SIGKILLed under bounded concurrent load: 0 failed requests (labelled degraded
+  answers allowed), Serve brings a replica back, full answers resume;
+- autoscaling: a ``1-2`` vision stage goes to 2 replicas under queued load and back to 1 after;
+- two ingress replicas on one real ``redis-server``: an image answered on one is a cache hit on the
+  other; a per-key rate limit holds across both within 10%.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from flashvl.config import Settings  # noqa: E402
+from flashvl.testing import free_port, start_redis  # noqa: E402
+
+pytestmark = pytest.mark.timeout(420)
+RAY = str(Path(sys.executable).parent / "ray")
+FAST_METRICS = {  # Serve's autoscaling metrics every 0.5 s instead of 10 s (the autoscaling test)
+    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+ANSWER = "The person in the photo is an astronaut."
+LIGHT = [
+    "--router", "rules", "--no-arbitration", "--no-disclaimers", "--vision-num-cpus", "0.5",
+    "--ingress-num-cpus", "0.25", "--language-num-cpus", "0.25", "--vision-threads", "1",
+]  # fmt: skip
+
+
+class Upstream(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible chat server (streamed answers), standing in for vLLM/llama.cpp."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        words = ANSWER.split(" ")
+        for i, word in enumerate(words):
+            chunk = {"choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")}}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            time.sleep(0.01)
+        end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        usage = {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": len(words)}}
+        self.wfile.write(f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.http_port = free_port()  # Serve's HTTP proxy: fixed for the cluster's life
+        self.temp = tempfile.mkdtemp(prefix="fvr", dir="/tmp")  # short: Ray's socket paths have a limit
+        self.env = {**os.environ, **FAST_METRICS}
+
+    def start(self) -> None:
+        common = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+        head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
+        subprocess.run([*head, *common], env=self.env, check=True, timeout=120, capture_output=True)
+        worker = [RAY, "start", "--address", self.address, *common]
+        subprocess.run(worker, env=self.env, check=True, timeout=120, capture_output=True)
+        ray.init(address=self.address, namespace="flashvl-tests", log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
+
+    def stop(self) -> None:
+        try:
+            ray.shutdown()
+        finally:
+            subprocess.run([RAY, "stop", "--force"], env=self.env, timeout=120, capture_output=True)
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def _images(image_dir: Path) -> dict[str, str]:
+    return {p.stem: base64.b64encode(p.read_bytes()).decode() for p in sorted(image_dir.glob("*.jpg"))}
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes] | None, log: Path, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"flashvl serve --engine ray exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=3).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"not ready in {timeout_s:g}s:\n{log.read_text()[-4000:] if log.exists() else ''}")
+
+
+def _deploy(cluster: Cluster, **settings: Any) -> None:
+    """Deploy from this driver (what ``serve run flashvl.deploy.ray:build`` does) and wait until ready."""
+    from flashvl.deploy.ray import build_app
+
+    app = build_app(Settings(**settings))
+    serve.run(app, name="flashvl", route_prefix="/")
+    _wait_ready(cluster.base, None, Path("/nonexistent"))
+
+
+def _replicas(deployment: str) -> int:
+    status = serve.status().applications["flashvl"].deployments[deployment]
+    return int(status.replica_states.get("RUNNING", 0))
+
+
+def _stage(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in body["stages"] if s["name"] == name)
+
+
+def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
+    cluster: Cluster, upstream: str, image_dir: Path, image_server: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "serve.log"
+    cmd = [
+        sys.executable, "-m", "flashvl", "serve", "--engine", "ray", "--ray-address", cluster.address,
+        "--host", "127.0.0.1", "--port", str(cluster.http_port), *LIGHT,
+        "--vision-replicas", "2", "--language", f"openai:{upstream}#stand-in", "--vision-cache", "none",
+        "--language-timeout-s", "4", "--breaker-failures", "2", "--breaker-reset-s", "1",
+        "--rate-limit-per-ip", "", "--concurrency-per-ip", "0",
+        "--fetch-allow-cidrs", "127.0.0.1/32", "--review-store", "memory",
+        "--jobs-sqlite-path", str(tmp_path / "jobs.sqlite3"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=cluster.env)
+    try:
+        _wait_ready(cluster.base, proc, log)
+        base, images = cluster.base, _images(image_dir)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            # the three product snippets
+            infer = client.post(
+                "/infer", json={"image_url": f"{image_server}/astronaut.jpg", "prompt": "Why is he here?"}
+            )
+            assert infer.status_code == 200, infer.text
+            body = infer.json()
+            assert body["route"] == "cascade" and body["text"].startswith(ANSWER)
+            assert _stage(body, "vision")["replica"].startswith("vision#")
+            assert _stage(body, "language")["replica"].startswith("language#")
+            with (image_dir / "coffee.jpg").open("rb") as f:
+                caption = client.post("/caption", files={"file": f})
+            assert caption.status_code == 200 and caption.json()["caption"], caption.text
+            predict = client.post(
+                "/api/predict", json={"data": ["这张图里有什么?", f"data:image/jpeg;base64,{images['chelsea']}"]}
+            )
+            assert predict.status_code == 200 and predict.json()["data"][0]
+        # the OpenAI client, whole and streamed
+        from openai import OpenAI
+
+        oai = OpenAI(base_url=f"{base}/v1", api_key="unused", timeout=60)
+        content = [
+            {"type": "text", "text": "Why is this person here?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{images['astronaut']}"}},
+        ]
+        done = oai.chat.completions.create(model="flashvl", messages=[{"role": "user", "content": content}])
+        assert (done.choices[0].message.content or "").startswith(ANSWER)
+        streamed = oai.chat.completions.create(
+            model="flashvl", messages=[{"role": "user", "content": content}], stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).startswith(ANSWER)
+
+        # 12 concurrent requests: both vision replicas serve
+        def ask(i: int) -> dict[str, Any]:
+            name = list(images)[i % len(images)]
+            r = httpx.post(
+                f"{base}/infer",
+                json={"image_base64": images[name], "prompt": f"Why is this here? ({i})"},
+                timeout=120,
+            )
+            assert r.status_code == 200, r.text
+            return dict(r.json())
+
+        with ThreadPoolExecutor(12) as pool:
+            bodies = list(pool.map(ask, range(12)))
+        vision_replicas = {_stage(b, "vision")["replica"] for b in bodies}
+        assert len(vision_replicas) == 2, vision_replicas
+
+        # SIGKILL the language replica under bounded load
+        _kill_language_replica_under_load(base, images)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def _language_replica() -> dict[str, Any] | None:
+    """The language deployment's answer to ``info`` (its replica name and pid), None while it has none."""
+    handle = serve.get_deployment_handle("language", app_name="flashvl")
+    try:
+        return dict(handle.info.remote().result(timeout_s=5))
+    except Exception:
+        return None
+
+
+def _kill_language_replica_under_load(base: str, images: dict[str, str]) -> None:
+    victim = _language_replica()
+    assert victim is not None
+    results: list[tuple[float, int, dict[str, Any]]] = []
+    stop = threading.Event()
+    killed_at: list[float] = []
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as http:
+            i = 0
+            while not stop.is_set():
+                r = http.post(
+                    "/infer",
+                    json={"image_base64": images["astronaut"], "prompt": f"Why is this person here? ({n}.{i})"},
+                )
+                results.append((time.monotonic(), r.status_code, r.json() if r.status_code == 200 else {}))
+                i += 1
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        os.kill(int(victim["pid"]), signal.SIGKILL)  # the replica process dies as in a crash
+        killed_at.append(time.monotonic())
+        deadline = killed_at[0] + 90
+        back = False
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            now = _language_replica()
+            fresh = now is not None and now["replica"] != victim["replica"]
+            full_after = [b for t, s, b in results if t > killed_at[0] + 1 and s == 200 and not b["degraded"]]
+            if fresh and any(_stage(b, "language")["replica"] != victim["replica"] for b in full_after):
+                back = True
+                break
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=90)
+    failed = [(s, b) for _, s, b in results if s != 200]
+    degraded = [b for _, s, b in results if s == 200 and b["degraded"]]
+    assert not failed, failed[:3]
+    assert all(b["route"] == "vision-only" and b["notice"] for b in degraded)  # labelled
+    assert back, f"no replica back / no full answers: {len(results)} requests, {len(degraded)} degraded"
+    print(f"\nkill: {len(results)} requests, 0 failed, {len(degraded)} degraded (labelled), replica replaced")
+
+
+def test_autoscaling_up_under_queued_load_and_back_down(cluster: Cluster, image_dir: Path) -> None:
+    _deploy(
+        cluster,
+        language="none",
+        router="rules",
+        arbitration=False,
+        disclaimers=False,
+        vision_cache="none",
+        vision_replicas="1-2",
+        vision_num_cpus=0.5,
+        ingress_num_cpus=0.25,
+        vision_threads=1,
+        stage_max_ongoing_requests=2,
+        autoscale_target_ongoing_requests=1,
+        autoscale_upscale_delay_s=1,
+        autoscale_downscale_delay_s=4,
+        rate_limit_per_ip="",
+        concurrency_per_ip=0,
+        review_store="memory",
+    )
+    assert _replicas("vision") == 1
+    images = list(_images(image_dir).values())
+    stop = threading.Event()
+
+    def load(n: int) -> None:
+        with httpx.Client(base_url=cluster.base, timeout=120) as http:
+            i = 0
+            while not stop.is_set():
+                http.post("/infer", json={"image_base64": images[(n + i) % len(images)], "prompt": "What is this?"})
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        began = time.monotonic()
+        while _replicas("vision") < 2 and time.monotonic() - began < 90:
+            time.sleep(0.5)
+        up_s = time.monotonic() - began
+        assert _replicas("vision") == 2, "no second replica under queued load"
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    began = time.monotonic()
+    while _replicas("vision") > 1 and time.monotonic() - began < 90:
+        time.sleep(0.5)
+    down_s = time.monotonic() - began
+    assert _replicas("vision") == 1, "did not scale back to 1 after the load"
+    print(f"\nautoscaling: 1 -> 2 in {up_s:.1f}s under load, 2 -> 1 in {down_s:.1f}s after it")
+    serve.delete("flashvl")
+
+
+def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, image_dir: Path, tmp_path: Path) -> None:
+    from flashvl.security.auth import make_key
+
+    cache_key, cache_entry = make_key("cache", "infer")
+    limited_key, limited_entry = make_key("limited", "infer")
+    proc, url = start_redis()
+    try:
+        common = {
+            "language": "none",
+            "router": "rules",
+            "arbitration": False,
+            "disclaimers": False,
+            "vision_num_cpus": 0.5,
+            "ingress_num_cpus": 0.25,
+            "vision_threads": 1,
+            "api_keys": [cache_entry, limited_entry],
+            "review_store": "sqlite",
+            "review_sqlite_path": tmp_path / "reviews.sqlite3",
+            "jobs_sqlite_path": tmp_path / "jobs.sqlite3",
+            "ingress_replicas": "2",
+        }
+        with pytest.raises(ValueError, match="--vision-cache redis"):  # process-local state is refused
+            from flashvl.deploy.ray import build_app
+
+            build_app(Settings(**common))
+        _deploy(
+            cluster,
+            **common,
+            vision_cache="redis",
+            vision_cache_redis_url=f"{url}/0",
+            rate_limit_storage=f"{url}/1",
+            rate_limit_per_key="30/minute",
+            rate_limit_per_ip="",
+        )
+        assert _replicas("ingress") == 2
+        image = _images(image_dir)["rocket"]
+
+        def infer() -> tuple[str, dict[str, Any]]:
+            r = httpx.post(
+                f"{cluster.base}/infer",
+                json={"image_base64": image, "prompt": "What is this?"},
+                headers={"authorization": f"Bearer {cache_key}"},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+            return r.headers["x-flashvl-replica"], dict(r.json())
+
+        first_ingress, first = infer()
+        assert first["cache"]["vision"] == "miss"
+        for _ in range(40):  # until the other ingress replica answers the same image
+            ingress, body = infer()
+            if ingress != first_ingress:
+                assert body["cache"]["vision"] == "hit" and body["cache"]["backend"] == "redis"
+                break
+        else:
+            pytest.fail("one ingress replica answered 40 requests in a row")
+
+        statuses: dict[str, list[int]] = {}
+        with httpx.Client(base_url=cluster.base, timeout=30) as http:
+            for _ in range(45):
+                r = http.get("/v1/models", headers={"authorization": f"Bearer {limited_key}"})
+                statuses.setdefault(r.headers.get("x-flashvl-replica", "?"), []).append(r.status_code)
+        allowed = sum(code == 200 for codes in statuses.values() for code in codes)
+        refused = sum(code == 429 for codes in statuses.values() for code in codes)
+        assert len(statuses) == 2, statuses.keys()  # both ingress replicas counted requests
+        assert 27 <= allowed <= 33 and allowed + refused == 45, (allowed, refused)
+        print(f"\nrate limit 30/minute across 2 ingress replicas: {allowed} allowed, {refused} refused")
+        serve.delete("flashvl")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

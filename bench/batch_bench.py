@@ -76,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .md and .png go")
     args = parser.parse_args()
     from flashvl.config import Settings
 
@@ -88,7 +89,7 @@ def main() -> None:
         http_s = run_http(paths, folder / "server.log")
     batch_rate, http_rate = args.images / batch_s, args.images / http_s
     ratio = batch_rate / http_rate
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     table = (
         f"# Batch vs HTTP loop ({args.images} photos, moderate task, language stage off)\n\n"
         "| path | seconds | images/s |\n|---|---|---|\n"
@@ -96,7 +97,7 @@ def main() -> None:
         f"| POST /moderate in a loop (HTTP, base64) | {http_s:.2f} | {http_rate:.2f} |\n\n"
         f"Ratio batch / HTTP: **{ratio:.2f}x**\n"
     )
-    (RESULTS / "batch_bench.md").write_text(table)
+    (args.out_dir / "batch_bench.md").write_text(table)
     print(table)
     import matplotlib
 
@@ -108,7 +109,7 @@ def main() -> None:
     ax.set_ylabel("images/s")
     ax.set_title(f"moderate, {args.images} images: batch/HTTP = {ratio:.2f}x")
     fig.tight_layout()
-    fig.savefig(RESULTS / "batch_bench.png", dpi=120)
+    fig.savefig(args.out_dir / "batch_bench.png", dpi=120)
 
 
 if __name__ == "__main__":

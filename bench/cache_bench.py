@@ -63,6 +63,7 @@ def p90(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .md and .png go")
     args = parser.parse_args()
     miss, hit = asyncio.run(run(args.rounds))
     p50_miss, p50_hit = statistics.median(miss), statistics.median(hit)
@@ -74,8 +75,8 @@ def main() -> None:
         f"| hit (served from cache) | {p50_hit * 1000:.3f} ms | {p90(hit) * 1000:.3f} ms |\n\n"
         f"Speed-up at p50: **{p50_miss / p50_hit:.0f}x** (target >= 50x; hit target <= 2 ms p50).\n"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cache_bench.md").write_text(table)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "cache_bench.md").write_text(table)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,7 +88,7 @@ def main() -> None:
     ax.set_ylabel("p50 ms (log)")
     ax.set_title(f"vision cache: {p50_miss / p50_hit:.0f}x")
     fig.tight_layout()
-    fig.savefig(RESULTS / "cache_bench.png", dpi=100)
+    fig.savefig(args.out_dir / "cache_bench.png", dpi=100)
     print(table)
 
 

@@ -62,6 +62,7 @@ async def measure(pipeline: Pipeline, settings: Settings, rounds: int) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .md and .png go")
     args = parser.parse_args()
     times = asyncio.run(run(args.rounds))
     auto, cascade = statistics.median(times["auto"]), statistics.median(times["cascade"])
@@ -75,8 +76,8 @@ def main() -> None:
         f"| always cascade | {cascade:.2f} s | {max(times['cascade']):.2f} s |\n\n"
         f"p50 speed-up: **{cascade / auto:.1f}x**.\n"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "routing_bench.md").write_text(table)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "routing_bench.md").write_text(table)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +87,7 @@ def main() -> None:
     ax.bar(["auto", "cascade"], [auto, cascade], color=["#6a6", "#c66"])
     ax.set_ylabel("p50 seconds")
     fig.tight_layout()
-    fig.savefig(RESULTS / "routing_bench.png", dpi=100)
+    fig.savefig(args.out_dir / "routing_bench.png", dpi=100)
     print(table)
 
 

@@ -121,10 +121,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--language", default="none")
-    parser.add_argument("--out", type=Path, default=RESULTS / "soak")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .md and .png go")
     args = parser.parse_args()
     key = new_key()
-    log = Path("/tmp/flashvl-soak-server.log")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.out = args.out_dir / "soak"  # soak.md, soak.png
+    log = args.out_dir / "soak.server.log"
     # Rate limits off: the soak measures stability under sustained load (limits: tests/security).
     server = start_server(
         [

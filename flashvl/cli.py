@@ -378,17 +378,25 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
 
     from flashvl.eval.runner import run_eval
 
+    # One live display at a time: the loading display (started_runtime) ends before this bar starts.
     columns = [TextColumn("answering {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("", total=None)
+    bar = Progress(*columns, console=Console(stderr=True), transient=True)
+    task = bar.add_task("", total=None)
 
-        def on_item(done: int, total: int, item_id: str) -> None:
-            bar.update(task, completed=done, total=total, description=item_id)
+    def on_item(done: int, total: int, item_id: str) -> None:
+        if done == 0:
+            bar.start()
+        bar.update(task, completed=done, total=total, description=item_id)
+        if done == total:
+            bar.stop()
 
-        def start(s: Settings, roles: frozenset[str]) -> Any:
-            return started_runtime(s, roles)
+    def start(s: Settings, roles: frozenset[str]) -> Any:
+        return started_runtime(s, roles)
 
+    try:
         return await run_eval(settings, args.out, start=start, on_item=on_item)
+    finally:
+        bar.stop()
 
 
 async def _batch(settings: Settings, args: argparse.Namespace) -> int:

@@ -608,8 +608,8 @@ class Settings(BaseSettings):
     )
     tracing_otlp_endpoint: str = Field(
         "",
-        description="Export spans over OTLP/HTTP to this URL (e.g. http://collector:4318/v1/traces; needs "
-        "opentelemetry-exporter-otlp). Empty: spans stay in the process (none exported).",
+        description="Export spans over OTLP/HTTP to this URL (e.g. http://collector:4318/v1/traces). Empty: "
+        "none exported.",
         **_group("deploy"),
     )
 

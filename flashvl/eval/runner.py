@@ -188,9 +188,11 @@ async def evaluate(
     on_item: Callable[[int, int, str], None] | None = None,
 ) -> list[ItemResult]:
     """Answer every item with an already loaded pipeline, in order; ``on_item(done, total, id)``
-    after each one (the CLI's progress bar)."""
+    before the first and after each one (the CLI's progress bar)."""
     cache: dict[str, Any] = {}
     results = []
+    if on_item is not None and items:
+        on_item(0, len(items), items[0].id)
     for number, item in enumerate(items, 1):
         results.append(await _run_item(pipeline, item, settings, cache))
         if on_item is not None:

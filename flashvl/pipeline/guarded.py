@@ -219,7 +219,12 @@ class GuardedVision:
                 yield TextDelta(seen.thinking, kind="thinking")
             yield TextDelta(seen.answer if seen.answer is not None else seen.description)
             record = StageRecord(
-                self.role, self.name, time.perf_counter() - start, cached=True, steps={"cache": 0.0}, replica=seen.replica
+                self.role,
+                self.name,
+                time.perf_counter() - start,
+                cached=True,
+                steps={"cache": 0.0},
+                replica=seen.replica,
             )
             yield Seen(seen, record, self._cache_info(True))
             return

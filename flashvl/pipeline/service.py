@@ -5,15 +5,18 @@ The API layer and the CLI both call ``Pipeline``; neither knows about models.
 
 Routes:
 - ``rule``: the vision stage answered exactly (offline rules: safety, colour,
-  counts, OCR text, reference ranges, objects and positions).
-- ``direct``: the vision stage's own answer (a real VLM) or description (caption;
-  simple questions when the router says so).
+  counts, OCR text, reference ranges, objects and positions), the whole question.
+- ``direct``: the vision stage's own answer (a real VLM, or the offline rule when one
+  answers) or description (caption; simple questions when the router says so).
 - ``cascade``: the language stage answers from the vision stage's observations,
   then arbitration checks the answer against them.
 - ``vision-only``: no language stage, or it is down (breaker open, timeout, error);
   the description is returned with a notice in the question's language.
 - ``fallback``: the vision stage is down and the request is moderation-style: a
   labelled keyword check over the text (anything else is a 503 with Retry-After).
+
+``route_decision.route`` is always the route taken; when it is not what the router or the
+request chose, ``requested`` keeps that choice and ``changed_because`` says why.
 """
 
 from __future__ import annotations
@@ -181,7 +184,7 @@ class Pipeline:
             "finish_reason": seen.finish_reason,
         }
         source = seen.answer_source or ""
-        forced = decision is not None and decision.strategy in ("override", "default")
+        forced = decision is not None and decision.strategy == "override"  # the request's own choice
         rule_route = self._rule_route(decision, forced, source, query.needs_language_model)
         if seen.answer is not None and source.startswith("rule") and decision is not None and rule_route:
             route, why = rule_route

@@ -28,7 +28,8 @@ from flashvl.security.network import ClientAddressPolicy
 # The only routes with no scope dependency; tests/security/test_route_scopes.py holds every
 # other route of the app to declaring one.
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
-PUBLIC_MOUNTS = frozenset({"/static"})  # and everything under them
+# and everything under them; /static/apidocs: Swagger UI's and ReDoc's files (a package's, no secret)
+PUBLIC_MOUNTS = frozenset({"/static", "/static/apidocs"})
 METRICS_PATH = "/metrics"  # public when ``metrics_public``, else the admin scope
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/openapi.json"})  # public when ``docs_public``, else infer
 

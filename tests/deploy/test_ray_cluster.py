@@ -4,7 +4,9 @@ the end. Light on purpose (this machine has 2 cores): the offline vision stage, 
 stand-in upstream for the language stage, fractional CPUs per replica.
 
 - ``--engine ray``: the three product snippets and the OpenAI client; 12 concurrent requests with
-  ``--vision-replicas 2`` are served by both vision replicas (``stages[].replica``);
+  ``--vision-replicas 2`` are served by both vision replicas (``stages[].replica``); with
+  ``--tracing``, one request is one trace across the ingress and the replicas' processes, exported
+  over OTLP/HTTP to a collector here;
 - a language replica SIGKILLed under bounded concurrent load: 0 failed requests (labelled degraded
   answers allowed), Serve brings a replica back, full answers resume;
 - autoscaling: a ``1-2`` vision stage goes to 2 replicas under queued load and back to 1 after;
@@ -17,18 +19,16 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -37,15 +37,10 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 from flashvl.config import Settings  # noqa: E402
-from flashvl.testing import free_port, start_redis  # noqa: E402
+from flashvl.deploy.cluster import LocalRayCluster as Cluster  # noqa: E402
+from flashvl.testing import start_redis  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
-RAY = str(Path(sys.executable).parent / "ray")
-FAST_METRICS = {  # Serve's autoscaling metrics every 0.5 s instead of 10 s (the autoscaling test)
-    "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 ANSWER = "The person in the photo is an astronaut."
 LIGHT = [
     "--router", "rules", "--no-arbitration", "--no-disclaimers", "--vision-num-cpus", "0.5",
@@ -74,44 +69,50 @@ class Upstream(BaseHTTPRequestHandler):
         pass
 
 
-class Cluster:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.http_port = free_port()  # Serve's HTTP proxy: fixed for the cluster's life
-        self.temp = tempfile.mkdtemp(prefix="fvr", dir="/tmp")  # short: Ray's socket paths have a limit
-        self.env = {**os.environ, **FAST_METRICS}
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    # spans leave every process within 0.2 s (the OTLP batch processor's delay; default 5 s)
+    with Cluster(nodes=2, cpus_per_node=2, env={"OTEL_BSP_SCHEDULE_DELAY": "200"}) as cluster:
+        yield cluster  # stopped (ray stop --force) whatever happens
 
-    def start(self) -> None:
-        common = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-        head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
-        subprocess.run([*head, *common], env=self.env, check=True, timeout=120, capture_output=True)
-        worker = [RAY, "start", "--address", self.address, *common]
-        subprocess.run(worker, env=self.env, check=True, timeout=120, capture_output=True)
-        ray.init(address=self.address, namespace="flashvl-tests", log_to_driver=False)
-        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
 
-    def stop(self) -> None:
-        try:
-            ray.shutdown()
-        finally:
-            subprocess.run([RAY, "stop", "--force"], env=self.env, timeout=120, capture_output=True)
-            shutil.rmtree(self.temp, ignore_errors=True)
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP trace collector: keeps every span it is sent (protobuf), flattened."""
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    spans: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        export = ExportTraceServiceRequest()
+        export.ParseFromString(self.rfile.read(int(self.headers.get("content-length", 0))))
+        for resource in export.resource_spans:
+            for scope in resource.scope_spans:
+                for span in scope.spans:
+                    attributes = {a.key: a.value.string_value for a in span.attributes}
+                    self.spans.append(
+                        {
+                            "name": span.name,
+                            "trace": span.trace_id.hex(),
+                            "id": span.span_id.hex(),
+                            "parent": span.parent_span_id.hex(),
+                            "attributes": attributes,
+                        }
+                    )
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    cluster = Cluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ def _stage(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
-    cluster: Cluster, upstream: str, image_dir: Path, image_server: str, tmp_path: Path
+    cluster: Cluster, upstream: str, collector: str, image_dir: Path, image_server: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "serve.log"
     cmd = [
@@ -170,6 +171,7 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
         "--rate-limit-per-ip", "", "--concurrency-per-ip", "0",
         "--fetch-allow-cidrs", "127.0.0.1/32", "--review-store", "memory",
         "--jobs-sqlite-path", str(tmp_path / "jobs.sqlite3"),
+        "--tracing", "--tracing-otlp-endpoint", collector,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=cluster.env)
     try:
@@ -185,6 +187,7 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
             assert body["route"] == "cascade" and body["text"].startswith(ANSWER)
             assert _stage(body, "vision")["replica"].startswith("vision#")
             assert _stage(body, "language")["replica"].startswith("language#")
+            _check_trace(infer.headers["x-request-id"], body)
             with (image_dir / "coffee.jpg").open("rb") as f:
                 caption = client.post("/caption", files={"file": f})
             assert caption.status_code == 200 and caption.json()["caption"], caption.text
@@ -232,6 +235,30 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def _check_trace(request_id: str, body: dict[str, Any]) -> None:
+    """One trace for the request: the ingress's request span, its stage calls, and the replicas' work
+    (spans sent by the vision and language replica processes, named by their replica)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        roots = [s for s in Collector.spans if s["attributes"].get("flashvl.request_id") == request_id]
+        trace = [s for s in Collector.spans if roots and s["trace"] == roots[0]["trace"]]
+        names = {s["name"] for s in trace}
+        if {"flashvl.replica.vision.observe", "flashvl.replica.language.stream"} <= names or (
+            {"flashvl.replica.vision.observe", "flashvl.replica.language.generate"} <= names
+        ):
+            break
+        time.sleep(0.3)
+    seen = [(s["name"], s["attributes"]) for s in Collector.spans][:20]
+    assert roots, f"no flashvl.request span for the request id; spans: {seen}"
+    by_id = {s["id"]: s for s in trace}
+    observe = next(s for s in trace if s["name"] == "flashvl.replica.vision.observe")
+    assert observe["attributes"]["flashvl.replica"] == _stage(body, "vision")["replica"]
+    assert by_id[observe["parent"]]["name"] == "flashvl.stage.vision.observe"  # the ingress's call
+    language = next(s for s in trace if s["name"].startswith("flashvl.replica.language."))
+    assert language["attributes"]["flashvl.replica"] == _stage(body, "language")["replica"]
+    assert by_id[language["parent"]]["name"].startswith("flashvl.stage.language.")
 
 
 def _language_replica() -> dict[str, Any] | None:
@@ -394,13 +421,13 @@ def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, imag
 
         first_ingress, first = infer()
         assert first["cache"]["vision"] == "miss"
-        for _ in range(40):  # until the other ingress replica answers the same image
+        for _ in range(25):  # until the other ingress replica answers the same image (under the key's 30/minute)
             ingress, body = infer()
             if ingress != first_ingress:
                 assert body["cache"]["vision"] == "hit" and body["cache"]["backend"] == "redis"
                 break
         else:
-            pytest.fail("one ingress replica answered 40 requests in a row")
+            pytest.fail("one ingress replica answered 25 requests in a row")
 
         statuses: dict[str, list[int]] = {}
         with httpx.Client(base_url=cluster.base, timeout=30) as http:

@@ -90,7 +90,7 @@ def test_the_gate_authenticates_exactly_the_scoped_paths(flag: bool) -> None:
 
 def test_public_paths_are_few_and_named() -> None:
     assert {"/", "/healthz", "/readyz", "/favicon.ico"} == PUBLIC_PATHS
-    assert {"/static"} == PUBLIC_MOUNTS
+    assert {"/static", "/static/apidocs"} == PUBLIC_MOUNTS  # the page; Swagger UI and ReDoc files
     settings = Settings(metrics_public=False, docs_public=False)
     for path in ("/jobs", "/jobs/x/results", "/review", "/review/x/resolve", "/metrics", "/openapi.json", "/x"):
         assert not is_public(path, settings), path

@@ -132,4 +132,4 @@ def test_eval_reports_progress_after_each_item() -> None:
     items = [item for item in load_items() if item.image.startswith("skimage:")][:3]
     seen: list[tuple[int, int, str]] = []
     asyncio.run(evaluate(Refusing(), items, Settings(), lambda *progress: seen.append(progress)))
-    assert seen == [(n, 3, item.id) for n, item in enumerate(items, 1)]
+    assert seen == [(0, 3, items[0].id)] + [(n, 3, item.id) for n, item in enumerate(items, 1)]

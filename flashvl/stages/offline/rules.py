@@ -94,7 +94,7 @@ _WHOLE_EN = {
     "center",
 }
 _WHOLE_ZH = re.compile(
-    r"^(这张|这幅|这个|那个|整张|整个|整体)?(图片?|图像|照片|画面|背景|主体|前景|它|这|形状|方块|圆|整体)?$"
+    r"^(这张|这幅|这个|那个|整张|整个|整体)?(图片?|图像|照片|画面|背景|主体|前景|它|这|形状|方块|圆形?|方形|正方形|长方形|三角形?|整体)?$"
 )
 _COLOUR_TARGET_EN = re.compile(
     r"colou?rs?\s+(?:is|are|of)\s+(?:the\s+|its\s+|his\s+|her\s+|their\s+|this\s+|that\s+|these\s+|those\s+)?"

@@ -73,7 +73,9 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         None, max_length=4, description="Up to 4 sequences where generation stops (not included in the answer)."
     )
-    seed: int | None = Field(None, description="Sampling seed: the same seed and request give the same answer.")
+    seed: int | None = Field(
+        None, ge=-(2**63), le=2**63 - 1, description="Sampling seed: the same seed and request give the same answer."
+    )
     top_logprobs: int | None = Field(
         None, ge=0, le=20, description="With logprobs: true, the most likely alternatives per token (0-20)."
     )

@@ -3,12 +3,15 @@
 replica is its own worker process, scheduled across the nodes as on a real cluster.
 
 Each node declares ``cpus_per_node`` logical CPUs (fractions of which each replica reserves); the
-machine's real cores are shared by all of them.
+machine's real cores are shared by all of them. The cluster uses Ray's token authentication with a
+fresh token of its own (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``), set for its node processes,
+for this process while it runs, and in ``env`` for any other process that should connect.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -36,7 +39,9 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.http_port = free_port()  # Serve's HTTP proxy: fixed for the cluster's life
         self.temp = tempfile.mkdtemp(prefix="fvr", dir="/tmp")  # short: Ray's socket paths have a limit
-        self.env = {**os.environ, **FAST_METRICS, **(env or {})}
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env = {**os.environ, **FAST_METRICS, **self.auth, **(env or {})}
+        self._saved_env: dict[str, str | None] = {}
 
     @property
     def base(self) -> str:
@@ -49,15 +54,26 @@ class LocalRayCluster:
 
         common = ["--num-cpus", str(self.cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
         head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
-        subprocess.run([*head, *common], env=self.env, check=True, timeout=timeout_s, capture_output=True)
+        self._saved_env = {key: os.environ.get(key) for key in self.auth}
+        os.environ.update(self.auth)  # this process connects with the same token
+        from ray._raylet import Config
+
+        Config.initialize("")  # Ray reads the auth mode once per process: read it again
+        self._ray_start([*head, *common], timeout_s)
         for _ in range(self.nodes - 1):
-            node = [RAY, "start", "--address", self.address, *common]
-            subprocess.run(node, env=self.env, check=True, timeout=timeout_s, capture_output=True)
+            self._ray_start([RAY, "start", "--address", self.address, *common], timeout_s)
         ray.init(address=self.address, namespace="flashvl-local", log_to_driver=False)
         alive = [n for n in ray.nodes() if n["Alive"]]
         if len(alive) != self.nodes:
             raise RuntimeError(f"{len(alive)} of {self.nodes} Ray nodes came up")
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
+
+    def _ray_start(self, command: list[str], timeout_s: float) -> None:
+        done = subprocess.run(command, env=self.env, timeout=timeout_s, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command[1:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
 
     def stop(self) -> None:
         """Disconnect and stop every Ray process of this machine (``ray stop --force``)."""
@@ -68,6 +84,11 @@ class LocalRayCluster:
         finally:
             subprocess.run([RAY, "stop", "--force"], env=self.env, timeout=120, capture_output=True)
             shutil.rmtree(self.temp, ignore_errors=True)
+            for key, value in self._saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def __enter__(self) -> LocalRayCluster:
         try:

@@ -60,12 +60,12 @@ def test_replica_specs_and_builder_arguments() -> None:
         build({"ingress_replicas": "2", "language": "none"})
 
 
-def test_cli_refuses_multi_replica_ingress_on_process_local_state(capfd: pytest.CaptureFixture[str]) -> None:
-    from flashvl.cli import main
+def test_cli_refuses_multi_replica_ingress_on_process_local_state() -> None:
+    import subprocess
+    import sys
 
-    code = main(
-        ["serve", "--engine", "ray", "--ingress-replicas", "2", "--language", "none", "--review-store", "memory"]
-    )
-    err = capfd.readouterr().err
-    assert code == 2
+    args = ["serve", "--engine", "ray", "--ingress-replicas", "2", "--language", "none", "--review-store", "memory"]
+    done = subprocess.run([sys.executable, "-m", "flashvl", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    err = done.stderr
     assert "--vision-cache redis" in err and "--rate-limit-storage redis://" in err and "--review-store" in err

@@ -42,6 +42,7 @@ from flashvl.testing import start_redis  # noqa: E402
 
 pytestmark = pytest.mark.timeout(420)
 ANSWER = "The person in the photo is an astronaut."
+UPSTREAM_EVENTS: list[tuple[str, float]] = []
 LIGHT = [
     "--router", "rules", "--no-arbitration", "--no-disclaimers", "--vision-num-cpus", "0.5",
     "--ingress-num-cpus", "0.25", "--language-num-cpus", "0.25", "--vision-threads", "1",
@@ -52,15 +53,23 @@ class Upstream(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible chat server (streamed answers), standing in for vLLM/llama.cpp."""
 
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        prompt = self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
-        words = ANSWER.split(" ")
-        for i, word in enumerate(words):
-            chunk = {"choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")}}]}
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            time.sleep(0.01)
+        slow = b"SLOWLY" in prompt  # 100 pieces, 0.1 s apart: the client-goes-away check
+        words = ANSWER.split(" ") * (13 if slow else 1)
+        try:
+            for i, word in enumerate(words):
+                chunk = {"choices": [{"index": 0, "delta": {"content": word + (" " if i < len(words) - 1 else "")}}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(0.1 if slow else 0.01)
+        except (BrokenPipeError, ConnectionResetError):
+            UPSTREAM_EVENTS.append(("closed", time.monotonic()))  # the generation was stopped
+            return
+        if slow:
+            UPSTREAM_EVENTS.append(("finished", time.monotonic()))
         end = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         usage = {"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": len(words)}}
         self.wfile.write(f"data: {json.dumps(end)}\n\ndata: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
@@ -187,7 +196,7 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
             assert body["route"] == "cascade" and body["text"].startswith(ANSWER)
             assert _stage(body, "vision")["replica"].startswith("vision#")
             assert _stage(body, "language")["replica"].startswith("language#")
-            _check_trace(infer.headers["x-request-id"], body)
+            _check_trace(body["request_id"], body)  # (Serve's proxy sets its own x-request-id header)
             with (image_dir / "coffee.jpg").open("rb") as f:
                 caption = client.post("/caption", files={"file": f})
             assert caption.status_code == 200 and caption.json()["caption"], caption.text
@@ -209,6 +218,7 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
             model="flashvl", messages=[{"role": "user", "content": content}], stream=True
         )
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices).startswith(ANSWER)
+        _client_goes_away(base, images["astronaut"])
 
         # 12 concurrent requests: both vision replicas serve
         def ask(i: int) -> dict[str, Any]:
@@ -235,6 +245,35 @@ def test_engine_ray_snippets_replicas_and_a_killed_language_replica(
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def _client_goes_away(base: str, image: str) -> None:
+    """A streaming client that leaves after the first piece stops the generation in the language
+    replica: its connection to the upstream closes seconds before the answer would have ended."""
+    body = {
+        "model": "flashvl",
+        "stream": True,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Explain SLOWLY why this person is here."},
+                    {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+                ],
+            }
+        ],
+    }
+    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:") and '"content"' in line:
+                break  # the first piece: now leave
+    left = time.monotonic()
+    deadline = left + 8  # the whole answer would take 10 s more
+    while time.monotonic() < deadline and not UPSTREAM_EVENTS:
+        time.sleep(0.1)
+    assert UPSTREAM_EVENTS and UPSTREAM_EVENTS[0][0] == "closed", UPSTREAM_EVENTS
+    print(f"\nclient left: the replica closed its upstream stream {UPSTREAM_EVENTS[0][1] - left:.1f}s later")
 
 
 def _check_trace(request_id: str, body: dict[str, Any]) -> None:

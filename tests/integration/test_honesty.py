@@ -26,7 +26,13 @@ pytestmark = pytest.mark.slow
 SELF = [
     ("en", "Are you a vision-language model? Can you actually see this image?"),
     ("zh", "你是视觉语言模型吗?你真的能看到这张图片吗?"),
+    ("en", "Can you see this invoice, or are you only reading its text?"),  # a document: its own instructions
+    ("zh", "你能看到这张发票吗?你是视觉语言模型吗?"),
 ]
+DOCUMENT_QUESTIONS = {
+    "Can you see this invoice, or are you only reading its text?",
+    "你能看到这张发票吗?你是视觉语言模型吗?",
+}
 # States nobody observed: temperature, intent, the future, what is outside the frame.
 UNOBSERVED = [
     ("en", "Is the coffee still hot?"),
@@ -60,15 +66,24 @@ def photo(name: str = "coffee") -> LoadedImage:
     return decode_image(buffer.getvalue(), Settings(), "path")
 
 
+def document(name: str) -> LoadedImage:
+    from flashvl.eval.render import image_for
+
+    buffer = io.BytesIO()
+    image_for(name).save(buffer, "PNG")
+    return decode_image(buffer.getvalue(), Settings(), "path")
+
+
 @pytest.fixture(scope="module")
 def answers() -> dict[str, Answer]:
     async def run() -> dict[str, Answer]:
         settings = Settings(arbitration=False, review_store="memory", disclaimers=False)
         async with Runtime(settings, roles={"vision", "language"}) as runtime:
-            image = photo()
+            image, invoice = photo(), document("render:invoice_en")
             out = {}
             for _, question in SELF + UNOBSERVED:
-                query = Query([image], question, temperature=0.0, max_tokens=64, route="cascade")
+                shown = invoice if question in DOCUMENT_QUESTIONS else image
+                query = Query([shown], question, temperature=0.0, max_tokens=64, route="cascade")
                 out[question] = await runtime.pipeline.answer(query)
             return out
 
@@ -97,9 +112,12 @@ def test_the_system_prompt_names_the_stages_and_is_one_constant() -> None:
     from flashvl.pipeline.prompts import cascade_messages
 
     for lang, words in (
-        ("en", ["not a vision-language model", "object detector", "OCR"]),
-        ("zh", ["不是视觉语言模型", "目标检测器", "OCR"]),
+        ("en", ["not a vision-language model", "object detector", "OCR", "Cannot tell from the image"]),
+        ("zh", ["不是视觉语言模型", "目标检测器", "OCR", "无法从图片判断"]),
     ):
         first = cascade_messages("q1", "d1", "", lang)[0].content  # type: ignore[arg-type]
-        assert first == cascade_messages("q2", "d2", "x" * 80, lang)[0].content  # type: ignore[arg-type]
+        assert first == cascade_messages("q2", "d2", "short", lang)[0].content  # type: ignore[arg-type]
         assert all(word in first for word in words)
+        page = cascade_messages("q1", "d1", "x" * 80, lang)[0].content  # type: ignore[arg-type]
+        assert page == cascade_messages("q2", "d2", "y" * 90, lang)[0].content  # type: ignore[arg-type]
+        assert all(word in page for word in words[:1] + words[2:])

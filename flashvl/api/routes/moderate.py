@@ -83,7 +83,10 @@ class ModerateResponse(BaseModel):
 
 async def load_input(state: AppState, body: ImageInput, upload: UploadFile | None = None) -> LoadedImage:
     if upload is not None:
-        return await state.intake.from_upload(upload)
+        try:
+            return await state.intake.from_upload(upload)
+        finally:
+            await upload.close()  # its spooled temporary file; parse_image_request read it from the form
     if body.image_url:
         return await state.intake.from_reference(body.image_url)
     return await state.intake.from_base64(body.image_base64 or "")

@@ -224,6 +224,7 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
 
     from flashvl.api.app import create_app
     from flashvl.api.http_protocol import uvicorn_options
+    from flashvl.api.stage_app import create_stage_app
     from flashvl.observability import configure_logging, get_logger
     from flashvl.security.startup import serve_refusal
 
@@ -234,6 +235,8 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
         print(
             "flashvl: WARNING: --insecure-no-auth-on-public-interface: serving with NO authentication.", file=sys.stderr
         )
+    if settings.engine == "ray" and settings.only != "all":
+        return _fail("--only serves one stage in this process; it does not combine with --engine ray", EXIT_USAGE)
     if settings.engine == "ray":  # a Ray Serve application: ingress + one deployment per stage role
         try:
             from flashvl.deploy.ray import launch
@@ -256,7 +259,9 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
         server.should_exit = True
 
     config = uvicorn.Config(
-        create_app(settings, on_fatal=fatal),
+        create_app(settings, on_fatal=fatal)
+        if settings.only == "all"
+        else create_stage_app(settings, settings.only, on_fatal=fatal),  # one stage, OpenAI-compatible
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -355,6 +355,50 @@ class Settings(BaseSettings):
         True, description="Run a job worker in the server (resumes open jobs at start).", **_group("jobs")
     )
 
+    # --- knowledge base (flashvl/kb/)
+    kb_store: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="Knowledge-base store: sqlite (embedded, one file) or postgres (a server several instances share).",
+        **_group("kb"),
+    )
+    kb_sqlite_path: Path = Field(
+        Path(os.path.expanduser("~/.cache/flashvl/kb.sqlite3")),
+        description="SQLite file of the knowledge base.",
+        **_group("kb"),
+    )
+    kb_postgres_dsn: str = Field(
+        "",
+        description="PostgreSQL connection string of the knowledge base (postgresql://user@host:port/db).",
+        **_group("kb"),
+    )
+    kb_max_file_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Largest image or PDF the knowledge base indexes (bytes).", **_group("kb")
+    )
+    kb_pdf_max_pages: int = Field(200, ge=1, description="A PDF with more pages is refused.", **_group("kb"))
+    kb_pdf_max_pixels: int = Field(
+        4_000_000,
+        ge=65_536,
+        description="Pixel budget of one rendered PDF page (rendered at 144 dpi or less).",
+        **_group("kb"),
+    )
+    kb_describe: bool = Field(
+        True, description="Store the vision stage's description of each page beside its OCR text.", **_group("kb")
+    )
+    kb_min_similarity: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Grounded answers: a retrieved page counts as relevant only with a query-page cosine at least this "
+        "(and a shared word); none relevant: the answer is declined.",
+        **_group("kb"),
+    )
+    kb_context_chars: int = Field(
+        1500,
+        ge=100,
+        description="Grounded answers: characters of each retrieved page given to the language stage.",
+        **_group("kb"),
+    )
+
     # --- routing, cache, arbitration, degradation (flashvl/pipeline/)
     route_default: Literal["auto", "direct", "cascade"] = Field(
         "auto",
@@ -541,6 +585,15 @@ class Settings(BaseSettings):
         **_group("security"),
     )
 
+    # --- stage-split services (flashvl/api/stage_app.py; deploy/kubernetes/)
+    only: Literal["all", "vision", "language"] = Field(
+        "all",
+        description="'all': the whole service. 'vision' / 'language': serve that one stage alone as an "
+        "OpenAI-compatible API (/v1/chat/completions, model flashvl-vision / flashvl-language); a gateway "
+        "reaches it with --vision / --language openai:http://HOST:PORT/v1#flashvl-vision (or #flashvl-language).",
+        **_group("deploy"),
+    )
+
     # --- scale-out on Ray Serve (flashvl/deploy/; needs the 'ray' extra)
     engine: Literal["local", "ray"] = Field(
         "local",
@@ -647,7 +700,7 @@ class Settings(BaseSettings):
 
 # ------------------------------------------------------------------ which commands take which settings
 
-COMMANDS = ("serve", "ask", "caption", "eval", "batch")
+COMMANDS = ("serve", "ask", "caption", "eval", "batch", "kb")
 _ANSWERING = ("serve", "ask", "eval")  # the commands that route questions (router, arbitration, disclaimers)
 GROUP_COMMANDS: dict[str, tuple[str, ...]] = {
     "server": ("serve",),
@@ -656,6 +709,7 @@ GROUP_COMMANDS: dict[str, tuple[str, ...]] = {
     "engines": COMMANDS,
     "moderation": ("serve", "batch"),
     "jobs": ("serve", "batch"),
+    "kb": ("serve", "kb"),
     "pipeline": COMMANDS,
     "security": ("serve",),
     "deploy": ("serve",),

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flashvl.config import Settings
 from flashvl.jobs.backends import store_from_settings
@@ -42,6 +43,9 @@ from flashvl.pipeline.service import Pipeline
 from flashvl.stages.base import LanguageStage, VisionStage
 from flashvl.stages.lazy import LoadOnFirstUse
 from flashvl.stages.registry import Progress, StageBuilder
+
+if TYPE_CHECKING:
+    from flashvl.kb.service import KnowledgeBase
 
 log = get_logger("flashvl.runtime")
 ROLES = frozenset({"vision", "language", "voter", "safety"})
@@ -217,6 +221,21 @@ class Runtime:
         if add_listener is not None and self.metrics is not None:
             add_listener(self.metrics.batch_size.labels(getattr(stage, "name", "stage")).observe)
 
+    @functools.cached_property
+    def kb(self) -> KnowledgeBase:
+        """The knowledge base (``flashvl/kb/``): its store from the settings (``kb_store``), built on first
+        use; OCR and descriptions through the guarded vision stage, answers through the guarded language
+        stage, vectors from the shared embedder."""
+        from flashvl.kb.service import KnowledgeBase, build_store
+
+        return KnowledgeBase(
+            build_store(self.settings),
+            self.settings,
+            vision=self.vision,
+            language=self.language,
+            embedder=self.embedder,
+        )
+
     def job_context(self, *, allow_paths: bool = False) -> TaskContext:
         """What batch items run through: the guarded stage calls."""
         use_language = self.settings.moderation_language != "never"
@@ -256,6 +275,8 @@ class Runtime:
         close_reviews = getattr(self.reviews, "close", None)
         if close_reviews is not None:
             await asyncio.to_thread(close_reviews)
+        if "kb" in self.__dict__:  # built (cached_property) only if used
+            await self.kb.close()
         await self.intake.aclose()
 
     async def __aenter__(self) -> Runtime:

@@ -42,7 +42,7 @@ class PostgresKBStore:
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+            return self._conn.execute(sql, params).fetchall()
 
     def create_collection(self, name: str, owner: str) -> Collection:
         with self._lock:

@@ -21,11 +21,11 @@ from flashvl.kb.store import Page
 K1, B = 1.2, 0.75
 RRF_K = 60  # reciprocal rank fusion: 1 / (RRF_K + rank)
 PHASH_NEAR = 10  # Hamming distance (of 64 bits) under which two images are near-duplicates
-STOPWORDS = frozenset(
-    "a an the is are was were be been of to in on at for and or what which who how does do did i you it "
-    "this that with by from as can my your our me we they there where when why "
-    "的 了 是 在 和 与 或 吗 呢 什么 怎么 如何 哪 哪个 哪些 多少 一个 这个 那个 请问 我 你 我们 吧 啊 把 被 有 没有".split()
-)
+_STOP_EN = "a an the is are was were be been of to in on at for and or what which who how does do did i you it"
+_STOP_EN += " this that with by from as can my your our me we they there where when why"
+_STOP_ZH = "的 了 是 在 和 与 或 吗 呢 什么 怎么 如何 哪 哪个 哪些 多少 一个 这个 那个"
+_STOP_ZH += " 请问 我 你 我们 吧 啊 把 被 有 没有"
+STOPWORDS = frozenset(f"{_STOP_EN} {_STOP_ZH}".split())
 _WORD = re.compile(r"\w", re.UNICODE)
 _jieba_lock = threading.Lock()
 _jieba: Any = None

@@ -87,7 +87,7 @@ class SqliteKBStore:
     def delete_collection(self, name: str) -> None:
         with self._lock, self._transaction():
             for table in ("kb_pages", "kb_documents"):
-                self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (name,))  # noqa: S608
+                self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (name,))
             self._db.execute("DELETE FROM kb_collections WHERE name = ?", (name,))
 
     # ------------------------------------------------------------ documents and pages

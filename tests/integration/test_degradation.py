@@ -207,7 +207,11 @@ def test_a_vlm_that_is_down_trips_the_breaker_then_fails_fast_with_the_fallback(
 def test_disclaimer_and_intermediate_on_rule_answers(vision: OfflineVisionStage) -> None:
     pipeline = build_pipeline(vision, None)
     answer = asyncio.run(
-        pipeline.answer(Query([cat()], "Is this image safe for work? Any legal risk?", include_intermediate=True))
+        # was "Is this image safe for work? Any legal risk?": the safety rule answered the first part only;
+        # rules now answer a question whole or not at all (issue 20)
+        pipeline.answer(
+            Query([cat()], "Is this image safe for work under our legal policy?", include_intermediate=True)
+        )
     )
     assert answer.route == "rule" and answer.text.endswith("AI-assisted suggestion, for reference only")
     assert answer.intermediate["vision"]["answer_source"] == "rule:safety"

@@ -355,8 +355,8 @@ def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleA
         return None
     done = [a for a in answers if a is not None]
     scores = [a.confidence for a in done if a.confidence is not None]
-    return RuleAnswer(
-        ("" if lang == "zh" else " ").join(a.text for a in done),
+    return RuleAnswer(  # one rule answering two parts ("which objects? where are they?") says it once
+        ("" if lang == "zh" else " ").join(dict.fromkeys(a.text for a in done)),
         "+".join(dict.fromkeys(a.source for a in done)),
         min(scores) if scores else None,
     )

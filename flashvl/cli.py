@@ -91,6 +91,20 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--csv", type=Path, default=None, help="Also write the results as CSV here.")
     batch.add_argument("--job-id", default=None, help="Job id (default: from source+task; rerun resumes).")
     batch.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    kb = command(
+        "kb",
+        "Knowledge base: index images and PDFs into a collection (resumable; a file already indexed is skipped).",
+        "flashvl kb [options] add COLLECTION DIR_OR_FILE...",
+    )
+    kb.add_argument("action", choices=["add"], help="add: index the files (images, PDFs) into COLLECTION.")
+    kb.add_argument("collection", metavar="COLLECTION", help="Collection name (letters, digits, _ - .).")
+    kb.add_argument(
+        "sources", nargs="+", type=Path, metavar="DIR_OR_FILE", help="Files, or folders searched recursively."
+    )
+    kb.add_argument(
+        "--principal", default="cli", help="Owner of a new collection (default 'cli'; 'key:NAME' for a key's)."
+    )
+    kb.add_argument("--no-progress", action="store_true", help="No progress bar.")
     dev = commands.add_parser("dev", help="Developer tools.", description="Developer tools.")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)
     tiny = dev_commands.add_parser(
@@ -177,11 +191,42 @@ async def _command(settings: Settings, args: argparse.Namespace) -> int:
             return await _eval(settings, args)
         if args.command == "batch":
             return await _batch(settings, args)
+        if args.command == "kb":
+            return await _kb(settings, args)
         return await _in_process(settings, args)
     except FlashvlError as exc:
         # the request's own mistakes (4xx: a file that is no image, too large, ...) and bad stage specs
         code = EXIT_USAGE if exc.status < 500 or exc.code == "bad_setting" else EXIT_FAILED
         return _fail(f"{exc.code}: {exc.message}", code)
+
+
+async def _kb(settings: Settings, args: argparse.Namespace) -> int:
+    """``flashvl kb add``: one progress line per file on stderr, a summary on stdout."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from flashvl.kb.commands import add_paths, collect
+    from flashvl.kb.service import Who
+    from flashvl.runtime import Runtime
+
+    try:
+        paths = collect(args.sources)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    if not paths:
+        raise UsageError("no image or PDF to index in " + ", ".join(map(str, args.sources)))
+    async with Runtime(settings, roles={"vision"}) as runtime:
+        with Progress(disable=args.no_progress, console=Console(stderr=True)) as progress:
+            task = progress.add_task(f"indexing into {args.collection}", total=len(paths))
+
+            def done(path: Path, result: dict[str, Any]) -> None:
+                progress.advance(task)
+                if result["status"] == "failed":
+                    progress.console.print(f"{path}: {result['error']}", style="red")
+
+            counts = await add_paths(runtime.kb, args.collection, paths, Who(args.principal), done)
+    print(json.dumps({"collection": args.collection, **counts}))
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
 
 
 @contextlib.contextmanager

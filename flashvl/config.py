@@ -176,6 +176,26 @@ class Settings(BaseSettings):
     language_threads: int = Field(
         0, ge=0, description="CPU threads for the language stage (0: all cores).", **_group("stages")
     )
+    language_prompt_cache_mib: int = Field(
+        256,
+        ge=0,
+        description=(
+            "llama.cpp's prompt cache in RAM (MiB): a follow-up question about an image reuses its "
+            "instructions + observations prefix even after other users' requests took the slots (0: off)."
+        ),
+        **_group("stages"),
+    )
+    language_draft: bool = Field(
+        False,
+        description=(
+            "Speculative decoding with the bundled Qwen2.5-Coder-0.5B as draft model (greedy text unchanged; "
+            "off by default: measured slower than plain decoding on 2 CPU cores, bench/speculative.py)."
+        ),
+        **_group("stages"),
+    )
+    language_draft_max: int = Field(
+        8, ge=1, le=64, description="Draft tokens proposed per step when --language-draft is on.", **_group("stages")
+    )
     max_tokens: int = Field(256, ge=1, le=4096, description="Default answer length cap (tokens).", **_group("stages"))
     max_tokens_limit: int = Field(
         1024, ge=1, description="Largest max_tokens a request may ask for.", **_group("stages")

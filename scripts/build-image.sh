@@ -33,20 +33,46 @@ echo "image: gathering wheels into $context/wheelhouse (host pip configuration)"
   | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 ls "$context/wheelhouse"/flashvl-*.whl >/dev/null
 
-args=(build --file deploy/container/Containerfile --build-arg "BASE=$base" --build-arg "VERSION=$version"
-  --tag "$image:$version" --tag "$image:latest")
+engine_args=() # podman's global options (its OCI runtime), for `run`
+build_args=()  # `build` options
+limit_args=()  # --ulimit, for `run` and `build`
 if [ "$(basename "$engine")" = podman ]; then
   runtime="${CONTAINER_RUNTIME-$(command -v runc >/dev/null 2>&1 && echo runc || true)}"
-  [ -n "$runtime" ] && args+=(--runtime "$runtime")
-  args+=(--format docker --network none --pull=never) # docker format keeps HEALTHCHECK
-  [[ "$base" == localhost/* ]] || args=("${args[@]/--pull=never/--pull=missing}")
-else
-  args+=(--network none)
+  if [ -n "$runtime" ]; then
+    engine_args+=(--runtime "$runtime")
+    build_args+=(--runtime "$runtime")
+  fi
+  build_args+=(--format docker) # the docker format keeps HEALTHCHECK
+  if [[ "$base" == localhost/* ]]; then build_args+=(--pull=never); else build_args+=(--pull=missing); fi
 fi
 for limit in ${CONTAINER_ULIMITS-nofile=4096:4096 nproc=4096:4096}; do
-  args+=(--ulimit "$limit")
+  limit_args+=(--ulimit "$limit")
 done
+
+# pip chose those wheels for this machine's Python; the base image's may differ (a marker such as
+# python_full_version < "3.11.3" pulls in one more package there). Resolve once in the base image,
+# offline, and add what it misses (gathered here, as above) until it resolves.
+for _ in 1 2 3 4 5 6; do
+  if out="$("$engine" "${engine_args[@]}" run --rm --network none "${limit_args[@]}" -v "$PWD/$context/wheelhouse:/wheelhouse:ro" \
+    "$base" sh -c 'python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --quiet --disable-pip-version-check \
+    --dry-run --no-index --find-links /wheelhouse "flashvl[brain]"' 2>&1)"; then
+    break
+  fi
+  missing="$(printf '%s\n' "$out" | sed -n 's/.*No matching distribution found for \([^; ]*\).*/\1/p' | head -n1)"
+  if [ -z "$missing" ]; then
+    printf '%s\n' "$out" >&2
+    exit 1
+  fi
+  echo "image: the base image's Python also needs $missing" >&2
+  "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheelhouse" "$missing" 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+done
+
+args=(build --file deploy/container/Containerfile --build-arg "BASE=$base" --build-arg "VERSION=$version"
+  --tag "$image:$version" --tag "$image:latest" --network none "${build_args[@]}" "${limit_args[@]}")
 echo "image: $engine ${args[*]} $context" >&2
 "$engine" "${args[@]}" "$context"
+# The build stage (wheelhouse + venv, ~3.5 GB) is no part of the image: drop it, keep nothing unrepeatable.
+"$engine" image prune --force --filter label=flashvl.stage=build >/dev/null 2>&1 || true
 size="$("$engine" image inspect --format '{{.Size}}' "$image:$version")"
 echo "image: built $image:$version (and :latest) in $(($(date +%s) - start)) s, $((size / 1000000)) MB" >&2

@@ -23,12 +23,14 @@ from flashvl.api.deps import AppState
 from flashvl.api.middleware import BodySizeLimit, RequestContext
 from flashvl.api.routes import docs, health, openai, seed
 from flashvl.api.routes import jobs as job_routes
+from flashvl.api.routes import kb as kb_routes
 from flashvl.api.routes import moderate as moderate_routes
 from flashvl.api.routes import ocr as ocr_routes
 from flashvl.api.routes import review as review_routes
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 from flashvl.observability import Metrics, get_logger
+from flashvl.pipeline.admission import ModelQueueCollector
 from flashvl.pipeline.cache.metrics import PipelineCollector
 from flashvl.runtime import Runtime
 from flashvl.security.middleware import SecurityGate
@@ -86,6 +88,7 @@ def create_app(
         state = AppState(runtime, metrics)
         app.state.flashvl = state
         metrics.registry.register(PipelineCollector(lambda: runtime.pipeline))
+        metrics.registry.register(ModelQueueCollector(lambda: runtime.admission))
         jobs = runtime.open_jobs()
         if settings.jobs_worker:
             jobs.start()
@@ -115,6 +118,7 @@ def create_app(
     app.include_router(moderate_routes.router)
     app.include_router(ocr_routes.router)
     app.include_router(job_routes.router)
+    app.include_router(kb_routes.router)
     app.include_router(docs.router)
     _install_error_handlers(app, metrics)
     app.add_middleware(

@@ -23,7 +23,7 @@ from fastapi import Depends, Request
 from flashvl.errors import FlashvlError
 from flashvl.security.auth import SCOPES, AuthError, Principal
 
-Scope = Literal["infer", "batch", "review", "admin"]
+Scope = Literal["infer", "batch", "review", "admin", "kb:read", "kb:write"]
 
 
 def _principal(request: Request) -> Principal | None:

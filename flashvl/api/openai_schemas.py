@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from flashvl.api.schemas import MAX_PROMPT_CHARS, ResponseMeta, Usage
+from flashvl.api.schemas import MAX_PROMPT_CHARS, KnowledgeRef, ResponseMeta, Usage
 
 
 class ImageURL(BaseModel):
@@ -63,6 +63,9 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = "flashvl"
     messages: list[Message] = Field(min_length=1, max_length=64)
+    knowledge: KnowledgeRef | None = Field(
+        None, description="flashvl extension: answer from this knowledge-base collection, citing its pages."
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)

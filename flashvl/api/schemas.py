@@ -17,7 +17,14 @@ class StageInfo(BaseModel):
     backend: str = Field(description="Which stage ran, e.g. 'offline-pipeline' (not a VLM) or 'llamacpp:...'.")
     seconds: float
     cached: bool = False
-    steps: dict[str, float] = Field(default_factory=dict, description="Seconds per step inside the stage.")
+    steps: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Seconds per step inside the stage (a language stage: queue, prompt, generate), and for a "
+            "language stage the token counts behind them: prompt_cached_tokens (prefix reused from "
+            "llama.cpp's cache), prompt_read_tokens, generated_tokens (and drafted/draft_accepted_tokens)."
+        ),
+    )
     replica: str | None = Field(
         None,
         description="The replica that served this stage (--engine ray: node, deployment and replica id; "
@@ -41,7 +48,7 @@ class ResponseMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    route: str = Field(description="rule | direct | cascade | vision-only | text-only")
+    route: str = Field(description="rule | direct | cascade | vision-only | text-only | knowledge")
     vision_stage: str | None
     language_stage: str | None
     stages: list[StageInfo]
@@ -72,6 +79,9 @@ class ResponseMeta(BaseModel):
     intermediate: dict[str, Any] | None = Field(
         None, description="Each stage's own output (vision description, language prompt/text, arbitration)."
     )
+    sources: list[dict[str, Any]] | None = Field(
+        None, description="With 'knowledge': the pages the answer cites (document, page, snippet, score)."
+    )
 
     @classmethod
     def of(cls, answer: Answer, request_id: str | None = None) -> ResponseMeta:
@@ -83,6 +93,15 @@ class ImageInfo(BaseModel):
     width: int
     height: int
     format: str
+
+
+class KnowledgeRef(BaseModel):
+    """Answer from a knowledge-base collection (``flashvl/kb/``), citing its pages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = Field(min_length=1, max_length=64)
+    top_k: int = Field(4, ge=1, le=10, description="Pages retrieved and given to the language stage.")
 
 
 class InferRequest(BaseModel):
@@ -101,12 +120,19 @@ class InferRequest(BaseModel):
     max_pixels: int | None = Field(
         None, ge=65_536, description="Analyse the image downscaled to at most this many pixels."
     )
+    knowledge: KnowledgeRef | None = Field(
+        None,
+        description="Answer from this knowledge-base collection, citing its pages (the image, if any, is "
+        "searched by too); declined when nothing relevant is found.",
+    )
 
     @model_validator(mode="after")
     def _one_image(self) -> InferRequest:
         # None is absent; "" is an image of 0 bytes (refused by the intake as empty_image)
-        if (self.image_url is None) == (self.image_base64 is None):
+        if self.image_url is not None and self.image_base64 is not None:
             raise ValueError("send exactly one of image_url or image_base64")
+        if self.image_url is None and self.image_base64 is None and self.knowledge is None:
+            raise ValueError("send exactly one of image_url or image_base64 (or knowledge, to ask a collection)")
         return self
 
 
@@ -123,7 +149,7 @@ class InferResponse(ResponseMeta):
     text: str
     thinking: str | None = None
     boxes: list[BoxOut] = Field(default_factory=list)
-    image: ImageInfo
+    image: ImageInfo | None = None
     observations: dict[str, Any] | None = None
 
 

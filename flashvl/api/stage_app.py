@@ -44,6 +44,7 @@ from flashvl.api.routes import health
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.observability import Metrics, get_logger
+from flashvl.pipeline.admission import ModelQueueCollector
 from flashvl.pipeline.guarded import Failure
 from flashvl.pipeline.resilience import VisionDown
 from flashvl.runtime import Runtime
@@ -92,6 +93,7 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
             raise StartupFailed(cause) from None
         state = AppState(runtime, metrics)
         app.state.flashvl = state
+        metrics.registry.register(ModelQueueCollector(lambda: runtime.admission))
         state.load_task = asyncio.create_task(load(runtime))
         try:
             yield

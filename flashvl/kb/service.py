@@ -30,7 +30,7 @@ from flashvl.media.types import LoadedImage
 from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
 from flashvl.stages.base import ChatMessage, ChatRequest, VisionRequest
-from flashvl.tasks.document import read_image
+from flashvl.tasks.document import lines_from_observations, read_document, read_image
 from flashvl.text.language import detect_language
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -173,11 +173,17 @@ class KnowledgeBase:
         }
 
     async def _page(self, image: LoadedImage, number: int, file_name: str) -> Page:
-        document, _ = await read_image(self.vision, image, tables=True)
         description = ""
+        document: dict[str, Any] = {}
         if self.settings.kb_describe:
+            # One call: the caption's observations carry the OCR lines it read (no second OCR pass).
             seen = await self.vision.see(VisionRequest([image], task="caption"))
             description = seen.result.answer or seen.result.description
+            lines = lines_from_observations(seen.result.observations)
+            if lines:
+                document = read_document(lines, tables=True)
+        if not document:  # no description wanted, or the caption's text gate saw no text: OCR it outright
+            document, _ = await read_image(self.vision, image, tables=True)
         text = document["text"]
         for table in document.get("tables") or []:
             text += "\n" + table["markdown"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from flashvl.errors import FlashvlError
 
@@ -66,3 +67,23 @@ class ModelGate:
                 waiter.set_result(None)
                 return  # ``active`` is unchanged: the slot moved to the waiter
         self.active -= 1
+
+
+class ModelQueueCollector:
+    """Prometheus view of a ``ModelGate``, read at scrape time: ``flashvl_model_queue_depth`` (requests
+    waiting for a model slot; the Kubernetes HPA's custom metric, deploy/kubernetes/) and
+    ``flashvl_model_slots_in_use`` (stage calls running)."""
+
+    def __init__(self, gate: Callable[[], ModelGate | None]) -> None:
+        self._gate = gate
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        gate = self._gate()
+        depth = GaugeMetricFamily("flashvl_model_queue_depth", "Requests waiting for a model slot.")
+        busy = GaugeMetricFamily("flashvl_model_slots_in_use", "Stage calls running (model slots taken).")
+        depth.add_metric([], float(gate.queued if gate is not None else 0))
+        busy.add_metric([], float(gate.active if gate is not None else 0))
+        yield depth
+        yield busy

@@ -363,7 +363,8 @@ class Pipeline:
             "language",
             self.language.name,
             time.perf_counter() - start,
-            steps=dict(final.timings.steps) if final else {},
+            # seconds per step (queue, prompt, generate), then the token counts behind them (*_tokens)
+            steps=(final.timings.steps | {f"{k}_tokens": v for k, v in final.timings.tokens.items()}) if final else {},
             replica=final.replica if final else None,
         )
         if final is None:

@@ -92,6 +92,7 @@ class Answer:
     disclaimer: str | None = None
     intermediate: dict[str, Any] | None = None  # only when the query asked for it
     logprobs: list[dict[str, Any]] | None = None  # per-token log-probabilities (OpenAI's shape), when asked
+    sources: list[dict[str, Any]] | None = None  # a knowledge-base answer's cited pages (flashvl/kb/)
 
     def usage(self) -> dict[str, int]:
         """Tokens of the stage call that wrote the answer (the vision stage's or the language stage's)."""
@@ -121,4 +122,5 @@ class Answer:
             "finish_reason": self.finish_reason,
             "usage": self.usage(),
             "intermediate": self.intermediate,
+            "sources": self.sources,
         }

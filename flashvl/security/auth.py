@@ -7,8 +7,10 @@ HS256 (a secret file) or RS256 (a PEM public key or a JWKS file), and ``exp``, `
 ``iat``, ``aud`` and ``iss`` are checked; ``exp`` is required.
 
 Scopes: ``infer`` (the model routes), ``batch`` (``/jobs``), ``review`` (``/review``, the human
-reviewers) and ``admin`` (everything, every principal's jobs, ``/metrics``); ``admin`` implies the
-others. Which route needs which scope is declared on the route (flashvl/api/auth.py).
+reviewers), ``kb:read`` / ``kb:write`` (the knowledge base, ``/kb``: search and ask / index and delete;
+``kb:write`` implies ``kb:read``) and ``admin`` (everything, every principal's jobs and collections,
+``/metrics``); ``admin`` implies the others. Which route needs which scope is declared on the route
+(flashvl/api/auth.py).
 
 Make a key: ``flashvl keys new NAME --scopes infer,batch`` (flashvl/security/keys.py; the older
 ``python -m flashvl.security.auth new-key`` still works).
@@ -30,7 +32,7 @@ import jwt
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError
 
-SCOPES = frozenset({"infer", "batch", "review", "admin"})
+SCOPES = frozenset({"infer", "batch", "review", "admin", "kb:read", "kb:write"})
 KEY_PREFIX = "fvl_"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -46,7 +48,7 @@ class Principal:
     kind: str  # "api_key" | "jwt" | "anonymous"
 
     def has(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return "admin" in self.scopes or scope in self.scopes or (scope == "kb:read" and "kb:write" in self.scopes)
 
 
 ANONYMOUS = Principal("anonymous", frozenset(SCOPES), "anonymous")
@@ -73,9 +75,10 @@ def hash_key(key: str) -> str:
 def parse_key_entry(entry: str) -> ApiKey:
     """``name:infer+batch:<sha256 hex>`` -> ApiKey. Refuses what looks like a plaintext key."""
     parts = entry.strip().split(":")
-    if len(parts) != 3:
+    if len(parts) < 3:
         raise ValueError("an API key entry is 'name:scope+scope:sha256hex'")
-    name, scopes_text, digest = (p.strip() for p in parts)
+    # scopes may hold ':' themselves (kb:read): the name is the first part, the digest the last
+    name, scopes_text, digest = parts[0].strip(), ":".join(parts[1:-1]).strip(), parts[-1].strip()
     scopes = frozenset(s for s in re.split(r"[+| ]", scopes_text) if s)
     if not name or not scopes or scopes - SCOPES:
         raise ValueError(f"API key {name!r}: scopes must be among {sorted(SCOPES)}")

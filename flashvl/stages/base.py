@@ -29,9 +29,11 @@ Task = Literal["vqa", "caption", "ocr", "moderate"]
 
 @dataclass
 class Timings:
-    """Seconds spent per named step, in the order they ran."""
+    """Seconds spent per named step, in the order they ran; ``tokens``: token counts that explain
+    them (a language stage's ``prompt_cached``, ``prompt_read``, ``generated``), not in ``total``."""
 
     steps: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)
 
     @contextmanager
     def measure(self, name: str) -> Iterator[None]:

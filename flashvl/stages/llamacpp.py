@@ -113,6 +113,9 @@ class LlamaCppLanguageStage:
         http_port: int = 0,
         http_api_key: str | None = None,
         prompt_cache_mib: int = 256,
+        draft: bool = False,
+        draft_model_path: Path | None = None,
+        draft_max: int = 8,
         verbose: bool = False,
     ) -> None:
         # None: the bundled model, assembled from its pinned packages into ``model_dir`` at load.
@@ -127,6 +130,11 @@ class LlamaCppLanguageStage:
         self.http_port = http_port
         self.http_api_key = http_api_key or secrets.token_urlsafe(24)
         self.prompt_cache_mib = prompt_cache_mib
+        # Speculative decoding: a small model of the same family drafts ``draft_max`` tokens per step and the
+        # model checks them in one batch (greedy text is the model's own). None: the bundled 0.5B draft.
+        self.draft = draft or draft_model_path is not None
+        self.draft_model_path = Path(draft_model_path) if draft_model_path is not None else None
+        self.draft_max = draft_max
         self.verbose = verbose
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -163,6 +171,16 @@ class LlamaCppLanguageStage:
         if self.threads > 0:
             params.cpuparams.n_threads = self.threads
             params.cpuparams_batch.n_threads = self.threads
+        if self.draft and self.draft_model_path is not None:
+            spec = params.speculative
+            spec.types = [xllamacpp.common_speculative_type.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+            spec.draft.mparams.path = str(self.draft_model_path)
+            spec.draft.n_max = self.draft_max
+            spec.draft.n_min = 0
+            spec.draft.p_min = 0.0  # draft greedily: llama.cpp's default for its draft sampler
+            if self.threads > 0:
+                spec.draft.cpuparams.n_threads = self.threads
+                spec.draft.cpuparams_batch.n_threads = self.threads
         return params
 
     async def load(self) -> None:
@@ -173,6 +191,10 @@ class LlamaCppLanguageStage:
             self.model_path = await asyncio.to_thread(self._assemble_bundled_model)
         if not self.model_path.is_file():
             raise StageUnavailable(self.name, f"model file not found: {self.model_path}")
+        if self.draft and self.draft_model_path is None:
+            self.draft_model_path = await asyncio.to_thread(self._assemble_draft_model)
+        if self.draft_model_path is not None and not self.draft_model_path.is_file():
+            raise StageUnavailable(self.name, f"draft model file not found: {self.draft_model_path}")
 
         await asyncio.to_thread(self._weights_sha256)
 
@@ -198,6 +220,15 @@ class LlamaCppLanguageStage:
                 self._progress("assembling language model", done, total)
 
         return Path(ensure_brain_model(self.model_dir or Path("~/.cache/flashvl/models"), report))
+
+    def _assemble_draft_model(self) -> Path:
+        from flashvl.stages.brain_model import ensure_draft_model
+
+        def report(done: int, total: int) -> None:
+            if self._progress:
+                self._progress("assembling draft model", done, total)
+
+        return Path(ensure_draft_model(self.model_dir or Path("~/.cache/flashvl/models"), report))
 
     async def close(self) -> None:
         """Cancel running generations, wait for their threads, then stop llama.cpp."""
@@ -388,9 +419,21 @@ class LlamaCppLanguageStage:
 
 def _timings(llama_timings: dict[str, Any], wall_seconds: float) -> Timings:
     """Seconds per step from llama.cpp's ``timings``; ``queue`` is the rest of the wall time
-    (waiting for a slot, thread hand-offs)."""
+    (waiting for a slot, thread hand-offs). The token counts go with them: the prompt's tokens
+    read from llama.cpp's cache (a reused prefix) and read anew, the generated ones, and with
+    speculative decoding the drafted and accepted ones."""
     prompt_ms, predicted_ms = llama_timings.get("prompt_ms"), llama_timings.get("predicted_ms")
     if prompt_ms is None or predicted_ms is None:
         return Timings({"generate": wall_seconds})
     prompt, generate = float(prompt_ms) / 1000, float(predicted_ms) / 1000
-    return Timings({"queue": max(0.0, wall_seconds - prompt - generate), "prompt": prompt, "generate": generate})
+    tokens = {
+        "prompt_cached": llama_timings.get("cache_n"),
+        "prompt_read": llama_timings.get("prompt_n"),
+        "generated": llama_timings.get("predicted_n"),
+        "drafted": llama_timings.get("draft_n"),
+        "draft_accepted": llama_timings.get("draft_n_accepted"),
+    }
+    return Timings(
+        {"queue": max(0.0, wall_seconds - prompt - generate), "prompt": prompt, "generate": generate},
+        tokens={k: int(v) for k, v in tokens.items() if isinstance(v, int | float)},
+    )

@@ -94,6 +94,9 @@ class StageBuilder:
             slots=settings.language_slots,
             ctx=settings.language_ctx,
             threads=settings.language_threads,
+            prompt_cache_mib=settings.language_prompt_cache_mib,
+            draft=settings.language_draft,
+            draft_max=settings.language_draft_max,
             name=f"llamacpp:{path.stem if path else BUNDLED_BRAIN}",
             model_id=path.stem if path else BUNDLED_BRAIN,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from render import render_text  # noqa: E402
+from render import render_text
 
 SCREENSHOTS: dict[str, list[str]] = {
     "vpn_setup.png": [
@@ -26,7 +26,12 @@ SCREENSHOTS: dict[str, list[str]] = {
         "Owner: Li Wei",
         "Budget approved: 48,000 USD",
     ],
-    "差旅报销.png": ["差旅报销流程", "出差结束后十个工作日内提交报销单", "发票抬头: 北风贸易有限公司", "经理审批后财务打款"],
+    "差旅报销.png": [
+        "差旅报销流程",
+        "出差结束后十个工作日内提交报销单",
+        "发票抬头: 北风贸易有限公司",
+        "经理审批后财务打款",
+    ],
     "printer_help.png": [
         "Printer troubleshooting",
         "Paper jam: open tray 2 and pull the sheet out",
@@ -40,7 +45,12 @@ SCREENSHOTS: dict[str, list[str]] = {
         "Tag the release as vX.Y.Z",
         "Announce it in the #releases channel",
     ],
-    "邮箱配置.png": ["邮箱客户端配置", "收件服务器 imap.northwind.cn 端口 993", "发件服务器 smtp.northwind.cn 端口 465", "全部使用SSL加密"],
+    "邮箱配置.png": [
+        "邮箱客户端配置",
+        "收件服务器 imap.northwind.cn 端口 993",
+        "发件服务器 smtp.northwind.cn 端口 465",
+        "全部使用SSL加密",
+    ],
 }
 PDFS: dict[str, list[list[str]]] = {
     "handbook.pdf": [

@@ -2,8 +2,8 @@
 (``flashvl/pipeline/data/disclaimer_questions.jsonl``: medical, financial, legal, none).
 
 On the old code (keywords only) "WBC 偏高意味着什么？我应该怎么办？" and "Should I pay this invoice? Is the
-price reasonable?" got no disclaimer; its recall on the dev questions was 0.37 medical, 0.50 financial,
-0.30 legal.
+price reasonable?" got no disclaimer; its recall was 0.37 medical, 0.50 financial, 0.32 legal on the dev
+questions and 0.00, 0.00, 0.30 on the held-out ones.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from flashvl.api.openai_schemas import (
     Usage,
     unsupported_fields,
 )
+from flashvl.api.routes.kb import grounded
 from flashvl.api.schemas import ResponseMeta
 from flashvl.errors import FlashvlError
 from flashvl.observability import get_logger
@@ -114,6 +115,56 @@ def _json_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
     return fmt.json_schema.schema_
 
 
+async def _knowledge(
+    body: ChatCompletionRequest,
+    request: Request,
+    state: AppState,
+    caller: Any,
+    query: Query,
+    completion_id: str,
+    created: int,
+) -> Any:
+    """``"knowledge": {"collection", "top_k"}``: the answer from the collection's pages; ``flashvl.sources``
+    names them. Streamed, it comes as one piece (the grounded answer is written under a JSON schema)."""
+    assert body.knowledge is not None
+    found = await grounded(
+        state,
+        caller,
+        body.knowledge.collection,
+        query.question or "",
+        top_k=body.knowledge.top_k,
+        image=query.images[0] if query.images else None,
+        max_tokens=query.max_tokens or state.settings.max_tokens,
+    )
+    text = found.pop("text")
+    found.pop("answered")
+    info = ResponseMeta.model_validate(found | {"request_id": getattr(request.state, "request_id", None)})
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        async def pieces() -> AsyncIterator[str]:
+            def chunk(**fields: Any) -> str:
+                return ChatCompletionChunk(
+                    id=completion_id, created=created, model=body.model, **fields
+                ).model_dump_json()
+
+            yield chunk(choices=[ChunkChoice(delta=ChunkDelta(role="assistant", content=text))])
+            yield chunk(choices=[ChunkChoice(finish_reason=info.finish_reason)], flashvl=info)
+            if include_usage:
+                yield chunk(usage=info.usage)
+            yield "[DONE]"
+
+        return EventSourceResponse(pieces(), ping=15, sep="\n")
+    return ChatCompletion(
+        id=completion_id,
+        created=created,
+        model=body.model,
+        choices=[Choice(finish_reason=info.finish_reason, message=ChoiceMessage(content=text))],
+        usage=info.usage,
+        flashvl=info,
+    )
+
+
 async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
     _check_parameters(body, state)
     images: list[str] = []
@@ -173,6 +224,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, state:
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     model = body.model
+    if body.knowledge is not None:  # a grounded answer from a knowledge-base collection (flashvl/kb/)
+        return await _knowledge(body, request, state, caller, query, completion_id, created)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         # Until the first piece, a failure (a prompt over the context, a busy queue) is still an HTTP error

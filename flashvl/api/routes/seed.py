@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import Ready, answer_query, meta, resolve_max_tokens
 from flashvl.api.image_body import openapi_request_body, parse_image_request
+from flashvl.api.routes.kb import grounded
 from flashvl.api.routes.moderate import ImageInput, load_input
 from flashvl.api.schemas import (
     BoxOut,
@@ -37,6 +38,25 @@ def _boxes(answer: Answer) -> list[BoxOut]:
 async def infer(body: InferRequest, request: Request, state: Ready, caller: Caller) -> InferResponse:
     """Answer a question about one image (URL or base64)."""
     max_tokens = resolve_max_tokens(state, body.max_tokens)
+    if body.knowledge is not None:  # a grounded answer from a knowledge-base collection (flashvl/kb/)
+        picture = None
+        if body.image_url or body.image_base64 is not None:
+            picture = await state.intake.from_reference(body.image_url or body.image_base64 or "")
+        found = await grounded(
+            state,
+            caller,
+            body.knowledge.collection,
+            body.prompt,
+            top_k=body.knowledge.top_k,
+            image=picture,
+            max_tokens=max_tokens,
+        )
+        found.pop("answered")
+        return InferResponse(
+            **found,
+            request_id=getattr(request.state, "request_id", None),
+            image=_image_info(picture) if picture is not None else None,
+        )
     if body.image_url:
         image = await state.intake.from_reference(body.image_url)
     else:

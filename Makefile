@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint bench eval clean
+.PHONY: serve test lint bench eval clean image image-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ eval: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/serving_overhead.py $(ARGS)
+
+# The container image flashvl:VERSION (+ :latest), podman or docker, no network inside the build
+# (deploy/container/Containerfile; scripts/build-image.sh lists BASE, CONTAINER_ENGINE, CONTAINER_RUNTIME,
+# CONTAINER_ULIMITS). A plain Debian base with no registry: `make image BASE=localhost/debian-py:bookworm`
+# after `scripts/container-base.sh`. image-gpu: flashvl-gpu, + the GLM-4.6V extra (torch with CUDA from your index).
+image: | $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/build-image.sh
+
+image-gpu: | $(BIN)/python
+	PYTHON=$(BIN)/python bash scripts/build-image.sh --gpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

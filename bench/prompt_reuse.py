@@ -93,7 +93,7 @@ def main() -> None:
         other_index = 0
         with httpx.Client() as client:
             # Warm-up: one request per side, so the first measured prompt is not the process's first.
-            for side, server in servers.items():
+            for server in servers.values():
                 ask(client, server.base, others[-1], OTHER_QUESTIONS[0], args.max_tokens)
             for i, image in enumerate(followed):
                 order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]

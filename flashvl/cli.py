@@ -324,13 +324,29 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
     return EXIT_FAILED if causes else EXIT_OK
 
 
+_active_status: list[Any] = []  # the one spinner on screen; a nested step (a lazy load) relabels it
+
+
 @contextlib.contextmanager
 def _spinner(text: str) -> Iterator[None]:
-    """A spinner on stderr for a step that may take seconds (shown only on a terminal)."""
+    """A spinner on stderr for a step that may take seconds (shown only on a terminal). A step inside
+    another one (the language model loading while answering) relabels the spinner for its duration."""
     from rich.console import Console
 
-    with Console(stderr=True).status(text):
-        yield
+    if _active_status:
+        status, before = _active_status[-1], _active_status[-1].status
+        status.update(text)
+        try:
+            yield
+        finally:
+            status.update(before)
+        return
+    with Console(stderr=True).status(text) as status:
+        _active_status.append(status)
+        try:
+            yield
+        finally:
+            _active_status.pop()
 
 
 @asynccontextmanager

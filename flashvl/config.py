@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         description="In-process VLM: most requests generated together in one batch.",
         **_group("engines"),
     )
+    batch_continuous: bool = Field(
+        True,
+        description="In-process VLM: continuous batching (a request joins the running batch between decode steps "
+        "and leaves it when done) instead of static batches (a request that arrives waits for the whole batch).",
+        **_group("engines"),
+    )
     batch_prepare_threads: int = Field(
         0,
         ge=0,
@@ -500,6 +506,15 @@ class Settings(BaseSettings):
     disclaimers: bool = Field(
         True, description="Append a disclaimer to medical, financial and legal answers.", **_group("pipeline")
     )
+    tools: bool = Field(
+        True,
+        description=(
+            "Let the cascade's language stage use exact tools (calculator, equation solver, table queries, "
+            "Python check) when the question asks for them (flashvl/tools/)."
+        ),
+        **_group("pipeline"),
+    )
+    tool_timeout_s: float = Field(3.0, gt=0, description="Seconds one tool call may take.", **_group("pipeline"))
     disclaimer_zh: str = Field("AI辅助建议，仅供参考", description="The Chinese disclaimer.", **_group("pipeline"))
     disclaimer_en: str = Field(
         "AI-assisted suggestion, for reference only", description="The English disclaimer.", **_group("pipeline")

@@ -128,6 +128,8 @@ class Runtime:
             reviews=self.reviews,
             disclaimers={"zh": settings.disclaimer_zh, "en": settings.disclaimer_en} if settings.disclaimers else None,
             domain_classifier=DomainClassifier(self.embedder) if settings.disclaimers else None,
+            tools=settings.tools,
+            tool_timeout_s=settings.tool_timeout_s,
         )
         self.stage_status: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}  # per role, once loaded (the server's "ready" line)

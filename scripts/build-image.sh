@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the flashvl CPU image (deploy/container/Containerfile) as flashvl:VERSION and flashvl:latest,
+# Build the flashvl CPU image (deploy/container/Containerfile) as flashvl:VERSION and flashvl:latest
+# (`--gpu`: flashvl-gpu:VERSION, with the GLM-4.6V extra; torch's CUDA wheels from the host's index),
 # with podman or docker (whichever exists; CONTAINER_ENGINE to choose), and no network inside the build:
 #   1. every wheel is gathered here first, with this machine's pip configuration (index, mirror, proxy,
 #      certificates), into build/container/wheelhouse (made afresh each time; pip's own cache makes
@@ -20,7 +21,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"
 base="${BASE:-docker.io/library/python:3.11-slim-bookworm}"
+extras=brain
 image="${IMAGE:-flashvl}"
+if [ "${1:-}" = --gpu ]; then # + the glm extra (torch with CUDA from the host's index); built only when asked
+  extras=brain,glm
+  image="${IMAGE:-flashvl-gpu}"
+fi
 engine="${CONTAINER_ENGINE:-$(command -v podman >/dev/null 2>&1 && echo podman || echo docker)}"
 version="$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
 context=build/container
@@ -29,9 +35,21 @@ start=$(date +%s)
 rm -rf "$context/wheelhouse"
 mkdir -p "$context/wheelhouse"
 echo "image: gathering wheels into $context/wheelhouse (host pip configuration)" >&2
-"$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheelhouse" '.[brain]' 2>&1 \
+"$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheelhouse" ".[$extras]" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
 ls "$context/wheelhouse"/flashvl-*.whl >/dev/null
+
+# System libraries some wheels expect and a plain Debian base lacks (xllamacpp: libgomp.so.1): the Debian
+# package through this machine's apt configuration, else this machine's own file.
+rm -rf "$context/syslibs"
+mkdir -p "$context/syslibs"
+for package in libgomp1; do
+  if ! (cd "$context/syslibs" && apt-get download "$package" >/dev/null 2>&1); then
+    library="$(ldconfig -p | awk -v name="${package%1}.so.1" '$1 == name {print $NF; exit}')"
+    [ -n "$library" ] || { echo "image: neither apt-get download $package nor a local ${package%1}.so.1" >&2; exit 1; }
+    cp -L "$library" "$context/syslibs/"
+  fi
+done
 
 engine_args=() # podman's global options (its OCI runtime), for `run`
 build_args=()  # `build` options
@@ -55,7 +73,7 @@ done
 for _ in 1 2 3 4 5 6; do
   if out="$("$engine" "${engine_args[@]}" run --rm --network none "${limit_args[@]}" -v "$PWD/$context/wheelhouse:/wheelhouse:ro" \
     "$base" sh -c 'python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --quiet --disable-pip-version-check \
-    --dry-run --no-index --find-links /wheelhouse "flashvl[brain]"' 2>&1)"; then
+    --dry-run --no-index --find-links /wheelhouse "flashvl[$0]"' "$extras" 2>&1)"; then
     break
   fi
   missing="$(printf '%s\n' "$out" | sed -n 's/.*No matching distribution found for \([^; ]*\).*/\1/p' | head -n1)"
@@ -69,6 +87,7 @@ for _ in 1 2 3 4 5 6; do
 done
 
 args=(build --file deploy/container/Containerfile --build-arg "BASE=$base" --build-arg "VERSION=$version"
+  --build-arg "EXTRAS=$extras"
   --tag "$image:$version" --tag "$image:latest" --network none "${build_args[@]}" "${limit_args[@]}")
 echo "image: $engine ${args[*]} $context" >&2
 "$engine" "${args[@]}" "$context"

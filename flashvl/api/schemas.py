@@ -82,6 +82,11 @@ class ResponseMeta(BaseModel):
     sources: list[dict[str, Any]] | None = Field(
         None, description="With 'knowledge': the pages the answer cites (document, page, snippet, score)."
     )
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description="The exact tools the language stage used (calculate, solve, table, check_code): "
+        "[{name, arguments, result, seconds}].",
+    )
 
     @classmethod
     def of(cls, answer: Answer, request_id: str | None = None) -> ResponseMeta:

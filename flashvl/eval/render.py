@@ -99,6 +99,42 @@ DOCUMENTS: dict[str, list[str]] = {
         "血小板 PLT      210     10^9/L     125-350",
         "报告日期:2024-05-20",
     ],
+    # Tool scenarios (issue 15): a school exercise, a bill to add up, a price table, code with faults.
+    "exercise_zh": [
+        "数学练习",
+        "第1题 解方程:",
+        "3x + 5 = 20",
+        "第2题 计算:12 × 4 + 6",
+    ],
+    "exercise_en": [
+        "Homework",
+        "Solve for x:",
+        "x^2 - 5x + 6 = 0",
+    ],
+    "bill_en": [
+        "CAFE RECEIPT",
+        "Coffee         3.80",
+        "Sandwich       6.45",
+        "Muffin         2.95",
+        "Juice          4.10",
+        "Thank you!",
+    ],
+    "prices_zh": [
+        "水果价格表",
+        "品名      单价(元/斤)   库存(斤)",
+        "苹果        6.50          120",
+        "香蕉        3.20          85",
+        "葡萄        12.80         40",
+        "橙子        5.60          96",
+    ],
+    "code_py": [
+        "def average(values):",
+        "    total = 0",
+        "    for v in values:",
+        "        total += v",
+        "    return total / len(value)",
+        "print(average([1, 2, 3]) / 0)",
+    ],
 }
 
 

@@ -133,11 +133,16 @@ class Index:
     def __init__(self, pages: list[Page], generation: int) -> None:
         self.pages = pages
         self.generation = generation
-        self.postings: dict[str, list[tuple[int, int]]] = {}
+        lists: dict[str, list[tuple[int, int]]] = {}
         self.lengths = np.array([max(len(p.tokens), 1) for p in pages], dtype=np.float32)
         for index, page in enumerate(pages):
             for term, count in Counter(page.tokens).items():
-                self.postings.setdefault(term, []).append((index, count))
+                lists.setdefault(term, []).append((index, count))
+        # term -> (page rows, term counts) as arrays: a query term costs one vectorised update
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            term: (np.array([i for i, _ in rows], dtype=np.int64), np.array([c for _, c in rows], dtype=np.float32))
+            for term, rows in lists.items()
+        }
         self.average = float(self.lengths.mean()) if pages else 1.0
         dims = pages[0].embedding.shape[0] if pages else 384
         self.matrix = np.stack([p.embedding for p in pages]) if pages else np.zeros((0, dims), np.float32)
@@ -148,11 +153,10 @@ class Index:
         n = len(self.pages)
         for term in set(terms):
             posting = self.postings.get(term)
-            if not posting:
+            if posting is None:
                 continue
-            idf = math.log(1 + (n - len(posting) + 0.5) / (len(posting) + 0.5))
-            rows = np.fromiter((i for i, _ in posting), dtype=np.int64, count=len(posting))
-            tf = np.fromiter((c for _, c in posting), dtype=np.float32, count=len(posting))
+            rows, tf = posting
+            idf = math.log(1 + (n - len(rows) + 0.5) / (len(rows) + 0.5))
             norm = K1 * (1 - B + B * self.lengths[rows] / self.average)
             scores[rows] += idf * tf * (K1 + 1) / (tf + norm)
         return scores

@@ -2,7 +2,7 @@
 
 Vectors are float32 blobs; search loads a collection's vectors once into one numpy matrix (refreshed
 when the collection's ``generation`` changes) and scores them brute force: 10k pages x 384 dims is a
-15 MB matrix and one matrix-vector product of about a millisecond (see ``bench/kb.py``), which needs no
+15 MB matrix and one matrix-vector product of a few milliseconds (see ``bench/kb_bench.py``), which needs no
 vector-index extension.
 """
 

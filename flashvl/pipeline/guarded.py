@@ -135,7 +135,7 @@ class GuardedVision:
             result, hit = await self._see_whole(request)
         seconds = time.perf_counter() - start
         whole_answer_cached = hit and not isinstance(stage, ObservingVisionStage)
-        steps = {"cache": seconds} if whole_answer_cached else dict(result.timings.steps)
+        steps = {"cache": seconds} if whole_answer_cached else result.timings.with_tokens()
         record = StageRecord(
             role or self.role, self.name, seconds, cached=bool(hit), steps=steps, replica=result.replica
         )
@@ -241,7 +241,7 @@ class GuardedVision:
             self._observe(self.role, self.name, seconds)
         if self.cache is not None and key:
             await self.cache.set(key, result_to_dict(result))
-        record = StageRecord(self.role, self.name, seconds, steps=dict(result.timings.steps), replica=result.replica)
+        record = StageRecord(self.role, self.name, seconds, steps=result.timings.with_tokens(), replica=result.replica)
         yield Seen(result, record, self._cache_info(False if key else None))
 
     async def _stream_stage(

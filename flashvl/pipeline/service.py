@@ -30,7 +30,7 @@ from typing import Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
-from flashvl.pipeline import vision_calls
+from flashvl.pipeline import tool_use, vision_calls
 from flashvl.pipeline.arbitration_policy import arbitrate
 from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, DomainClassifier, disclaimer_for
 from flashvl.pipeline.guarded import Failure, GuardedLanguage, GuardedVision, Seen
@@ -65,6 +65,8 @@ class Pipeline:
         reviews: arb.ReviewStore | SqliteReviewStore | None = None,
         disclaimers: dict[str, str] | None = DEFAULT_DISCLAIMER,
         domain_classifier: DomainClassifier | None = None,
+        tools: bool = False,
+        tool_timeout_s: float = 3.0,
     ) -> None:
         self.vision = vision
         self.language = language
@@ -77,6 +79,8 @@ class Pipeline:
         self.reviews = reviews or arb.ReviewStore()
         self.disclaimers = disclaimers
         self.domain_classifier = domain_classifier  # None: keywords alone decide a question's domain
+        self.tools = tools  # exact tools for the cascade's language stage (pipeline/tool_use.py)
+        self.tool_timeout_s = tool_timeout_s
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -285,8 +289,18 @@ class Pipeline:
         messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
         if query.system and messages and messages[0].role == "system":  # the client's instructions come last
             messages[0] = ChatMessage("system", f"{messages[0].content}\n\n{query.system}")
+        records = [vision_record]
+        if self.tools and query.json_schema is None:  # exact results first; the answer is written from them
+            calls, plan = await tool_use.use_tools(
+                self.language, query.question, seen.observations, ocr_text, lang, timeout=self.tool_timeout_s
+            )
+            records += [plan] if plan is not None else []
+            if calls:
+                base["tools"] = [call.to_dict() for call in calls]
+                results = tool_use.describe_results(calls, lang)
+                messages[-1] = tool_use.with_results(messages[-1], results, query.question, lang)
         base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
-        run = Relay(self._generate(query, messages, [vision_record], "cascade", base))
+        run = Relay(self._generate(query, messages, records, "cascade", base))
         async for delta in run:
             yield delta
         final: Answer = run.final
@@ -363,8 +377,7 @@ class Pipeline:
             "language",
             self.language.name,
             time.perf_counter() - start,
-            # seconds per step (queue, prompt, generate), then the token counts behind them (*_tokens)
-            steps=(final.timings.steps | {f"{k}_tokens": v for k, v in final.timings.tokens.items()}) if final else {},
+            steps=final.timings.with_tokens() if final else {},  # seconds per step, then *_tokens counts
             replica=final.replica if final else None,
         )
         if final is None:

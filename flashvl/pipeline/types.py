@@ -93,6 +93,7 @@ class Answer:
     intermediate: dict[str, Any] | None = None  # only when the query asked for it
     logprobs: list[dict[str, Any]] | None = None  # per-token log-probabilities (OpenAI's shape), when asked
     sources: list[dict[str, Any]] | None = None  # a knowledge-base answer's cited pages (flashvl/kb/)
+    tools: list[dict[str, Any]] | None = None  # the language stage's tool calls: {name, arguments, result, seconds}
 
     def usage(self) -> dict[str, int]:
         """Tokens of the stage call that wrote the answer (the vision stage's or the language stage's)."""
@@ -123,4 +124,5 @@ class Answer:
             "usage": self.usage(),
             "intermediate": self.intermediate,
             "sources": self.sources,
+            "tools": self.tools,
         }

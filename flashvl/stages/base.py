@@ -47,6 +47,10 @@ class Timings:
     def total(self) -> float:
         return sum(self.steps.values())
 
+    def with_tokens(self) -> dict[str, float]:
+        """The steps, then the token counts as ``<name>_tokens`` (what a response's ``stages[].steps`` show)."""
+        return self.steps | {f"{name}_tokens": count for name, count in self.tokens.items()}
+
 
 @dataclass
 class Box:

@@ -177,7 +177,7 @@ class LlamaCppLanguageStage:
             spec.draft.mparams.path = str(self.draft_model_path)
             spec.draft.n_max = self.draft_max
             spec.draft.n_min = 0
-            spec.draft.p_min = 0.0  # draft greedily: llama.cpp's default for its draft sampler
+            spec.draft.p_min = 0.0  # always draft n_max tokens (the 1.5B keeps only those it would pick)
             if self.threads > 0:
                 spec.draft.cpuparams.n_threads = self.threads
                 spec.draft.cpuparams_batch.n_threads = self.threads

@@ -96,6 +96,8 @@ def test_stage_services_are_openai_compatible(split: Split, image_dir: Path) -> 
         timeout=10,
     )
     assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "model_not_found"
+    metrics = httpx.get(f"{split.vision.base}/metrics", timeout=10).text
+    assert "flashvl_model_queue_depth 0.0" in metrics  # the HPAs' custom metric (deploy/kubernetes/)
     # The vision service does not serve the gateway's routes: it is one stage.
     assert httpx.post(f"{split.vision.base}/infer", json={}, timeout=10).status_code == 404
 

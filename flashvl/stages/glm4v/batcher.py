@@ -19,6 +19,7 @@ Nothing here knows about models: ``prepare`` and ``run_batch`` are given.
 from __future__ import annotations
 
 import asyncio
+import queue as thread_queue
 import threading
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,9 +70,14 @@ class DynamicBatcher(Generic[P, R]):
         prepare_initializer: Callable[[], None] | None = None,
         worker_initializer: Callable[[], None] | None = None,
         name: str = "batcher",
+        continuous: bool = False,
     ) -> None:
         self._prepare = prepare
         self._run_batch = run_batch
+        # Continuous: while a batch runs, jobs that arrive are handed to it (``run_batch(jobs, join)``:
+        # ``join(n)`` returns up to n of them, from the worker thread, between decode steps).
+        self.continuous = continuous
+        self._joining: thread_queue.SimpleQueue[Job[R]] = thread_queue.SimpleQueue()
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._preparing = 0  # payloads submitted but still in preprocessing
@@ -157,20 +163,63 @@ class DynamicBatcher(Generic[P, R]):
                 listener(len(batch))
             returning, last_start = len(batch), loop.time()
             try:
-                await loop.run_in_executor(self._worker, self._guarded_run, batch)
+                running = loop.run_in_executor(self._worker, self._guarded_run, batch)
             except RuntimeError:  # the executor was shut down (close): stop collecting
                 for job in batch:
                     job.emit(_END)
                 return
+            if self.continuous:
+                await self._feed(queue, running)
+            await running
+
+    async def _feed(self, queue: asyncio.Queue[Job[R]], running: asyncio.Future[None]) -> None:
+        """While a continuous batch runs, hand it the jobs that arrive; what it did not take goes back
+        to the head of the queue."""
+        while not running.done():
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({running, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                self._joining.put(getter.result())
+            else:
+                getter.cancel()
+        left: list[Job[R]] = []
+        while True:
+            try:
+                left.append(self._joining.get_nowait())
+            except thread_queue.Empty:
+                break
+        while not queue.empty():
+            left.append(queue.get_nowait())
+        for job in left:
+            queue.put_nowait(job)
+
+    def _join(self, joined: list[Job[R]], most: int) -> list[Job[R]]:
+        """Up to ``most`` jobs that arrived while the batch runs (worker thread; cancelled ones skipped)."""
+        taken: list[Job[R]] = []
+        while len(taken) < most:
+            try:
+                job = self._joining.get_nowait()
+            except thread_queue.Empty:
+                break
+            if job.cancelled.is_set():
+                job.emit(_END)
+                continue
+            taken.append(job)
+        joined.extend(taken)
+        return taken
 
     def _guarded_run(self, batch: list[Job[R]]) -> None:
+        joined: list[Job[R]] = []  # continuous: the jobs that joined the running batch
         try:
-            self._run_batch(batch)
+            if self.continuous:
+                self._run_batch(batch, lambda most: self._join(joined, most))  # type: ignore[call-arg]
+            else:
+                self._run_batch(batch)
         except BaseException as exc:  # every job of a failed batch gets the error, none hangs
-            for job in batch:
+            for job in batch + joined:
                 job.emit(exc)
         finally:
-            for job in batch:
+            for job in batch + joined:
                 job.emit(_END)
 
     async def close(self) -> None:

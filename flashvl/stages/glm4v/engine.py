@@ -55,6 +55,7 @@ class RowDone:
     queue_s: float
     generate_s: float
     batch_size: int
+    prompt_s: float = 0.0  # the batch's prefill (its prompts and images read, first token out); in generate_s
 
 
 def choose_device(device: str) -> str:
@@ -217,8 +218,11 @@ class RowTracker(StoppingCriteria):
     def __init__(self, rows: list[_Row], sampling: RowSampling) -> None:
         self.rows = rows
         self.sampling = sampling
+        self.first_step_at: float | None = None  # the prefill ends with the first step's token
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
         new = input_ids[:, -1].tolist()
         logprobs = self.sampling.last_logprobs
         chosen = None
@@ -250,14 +254,16 @@ def run_batch(model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: 
         eos_token_id=sorted(stop_ids),
         pad_token_id=pad_id,
     )
+    tracker = RowTracker(rows, sampling)
     with torch.inference_mode():
         model.generate(
             **batch,
             generation_config=config,
             logits_processor=LogitsProcessorList([sampling]),
-            stopping_criteria=[RowTracker(rows, sampling)],
+            stopping_criteria=[tracker],
         )
     generate_s = time.perf_counter() - started
+    prompt_s = (tracker.first_step_at or started) - started
     for row, job in zip(rows, jobs, strict=True):
         text = tokenizer.decode(row.tokens, skip_special_tokens=False)
         if job.live and len(text) > len(row.shown) and text.startswith(row.shown):
@@ -273,6 +279,7 @@ def run_batch(model: Any, tokenizer: Any, jobs: list[Job[Prepared]], *, device: 
                 queue_s=max(0.0, started - job.prepared.ready_at),
                 generate_s=generate_s,
                 batch_size=len(jobs),
+                prompt_s=prompt_s,
             )
         )
 
@@ -281,3 +288,173 @@ def _as_list(value: Any) -> list[int]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [int(value)]
+
+
+# ---------------------------------------------------------------- continuous batching
+
+
+@dataclass
+class _Live:
+    """A row of the running batch: its sampling, where its next token goes, when it joined."""
+
+    row: _Row
+    temperature: float
+    top_p: float
+    prompt_tokens: int
+    next_position: int  # its next token's (text) rope position: prompt length + the image's rope delta
+    last_token: int
+    joined_at: float
+    prompt_s: float
+    most_rows: int = 1
+
+
+def _pick(logits: torch.Tensor, temperatures: list[float], top_ps: list[float]) -> tuple[list[int], list[float]]:
+    """Each row's next token under its own temperature and top-p, and the token's log-probability."""
+    sampling = RowSampling(temperatures, top_ps)
+    scores = sampling(None, logits)  # type: ignore[arg-type]
+    greedy = sampling.all_greedy
+    tokens = scores.argmax(dim=-1) if greedy else torch.multinomial(scores.softmax(dim=-1), 1).squeeze(1)
+    assert sampling.last_logprobs is not None
+    chosen = sampling.last_logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    return tokens.tolist(), chosen.tolist()
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def run_continuous(
+    model: Any,
+    tokenizer: Any,
+    jobs: list[Job[Prepared]],
+    join: Any,
+    *,
+    device: str,
+    dtype: torch.dtype,
+    max_rows: int,
+) -> None:
+    """Generate with rows joining between decode steps and leaving when done.
+
+    A new row's prompt (and image) is read alone, batch of one, exactly as when it runs by itself;
+    its key/value cache is then left-padded to the running batch's width (or the batch's to its own)
+    and stacked under it. Each decode step runs every live row at once with its own 3-D rope
+    position (text positions: prompt length + the image's rope delta + tokens so far), its own
+    sampling and its own stop. A finished row leaves at once (its cache rows are dropped, and
+    columns only padding once it is gone). ``join(n)`` hands over up to ``n`` requests that arrived
+    meanwhile. Each job receives ``RowDelta`` pieces then one ``RowDone``, as with ``run_batch``.
+    """
+    from transformers import DynamicCache
+
+    stop_ids = {i for i in tokenizer.convert_tokens_to_ids(list(STOP_STRINGS)) if i is not None}
+    stop_ids |= set(_as_list(model.generation_config.eos_token_id))
+    live: list[_Live] = []
+    cache: Any = None  # the running batch's DynamicCache, rows in ``live`` order
+    mask: torch.Tensor | None = None  # [rows, width]: 1 for real positions, 0 for left padding
+    waiting = list(jobs)
+
+    def finish(entry: _Live) -> None:
+        row, job = entry.row, entry.row.job
+        text = tokenizer.decode(row.tokens, skip_special_tokens=False)
+        if job.live and len(text) > len(row.shown) and text.startswith(row.shown):
+            job.emit(RowDelta(text[len(row.shown) :]))
+        job.emit(
+            RowDone(
+                text=text,
+                finish_reason=row.finish_reason or "length",
+                prompt_tokens=entry.prompt_tokens,
+                completion_tokens=len(row.tokens),
+                confidence=math.exp(sum(row.logprobs) / len(row.logprobs)) if row.logprobs else None,
+                queue_s=max(0.0, entry.joined_at - job.prepared.ready_at),
+                generate_s=time.perf_counter() - entry.joined_at,
+                batch_size=entry.most_rows,
+                prompt_s=entry.prompt_s,
+            )
+        )
+
+    with torch.inference_mode():
+        while True:
+            if join is not None and len(live) + len(waiting) < max_rows:
+                waiting.extend(join(max_rows - len(live) - len(waiting)))
+            for job in waiting:
+                if job.cancelled.is_set():
+                    continue
+                joined_at = time.perf_counter()
+                prepared = job.prepared
+                inputs = {k: v.to(device) for k, v in prepared.inputs.items()}
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+                own = DynamicCache(config=model.config)
+                out = model(**inputs, cache=own, use_cache=True)
+                length = int(inputs["input_ids"].shape[1])
+                delta = 0
+                if "image_grid_thw" in inputs and getattr(model.model, "rope_deltas", None) is not None:
+                    delta = int(model.model.rope_deltas.reshape(-1)[0])
+                tokens, logprobs = _pick(out.logits[:, -1].float(), [prepared.temperature], [prepared.top_p])
+                entry = _Live(
+                    _Row(job, tokenizer, stop_ids, prepared.max_tokens),
+                    prepared.temperature,
+                    prepared.top_p,
+                    int(inputs["attention_mask"].sum()),
+                    length + delta,
+                    tokens[0],
+                    joined_at,
+                    time.perf_counter() - joined_at,
+                )
+                entry.row.add(tokens[0], logprobs[0])
+                if entry.row.finish_reason is not None:
+                    finish(entry)
+                    continue
+                row_mask = inputs["attention_mask"].to(torch.long)
+                if cache is None or mask is None:
+                    cache, mask = own, row_mask
+                else:
+                    width = max(mask.shape[1], row_mask.shape[1])
+                    mask = torch.cat([_left_pad(mask, width, 1), _left_pad(row_mask, width, 1)])
+                    for mine, theirs in zip(cache.layers, own.layers, strict=True):
+                        mine.keys = torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)])
+                        mine.values = torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)])
+                live.append(entry)
+            waiting = []
+            if not live:
+                if join is None:
+                    return
+                more = join(max_rows)
+                if not more:
+                    return
+                waiting = list(more)
+                continue
+            assert cache is not None and mask is not None
+            for entry in live:
+                entry.most_rows = max(entry.most_rows, len(live))
+            rows = len(live)
+            input_ids = torch.tensor([[e.last_token] for e in live], device=device)
+            positions = torch.tensor([e.next_position for e in live], device=device).view(1, rows, 1).expand(3, -1, -1)
+            mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+            out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+            tokens, logprobs = _pick(out.logits[:, -1].float(), [e.temperature for e in live], [e.top_p for e in live])
+            keep: list[int] = []
+            for index, entry in enumerate(live):
+                entry.row.add(tokens[index], logprobs[index])
+                entry.last_token = tokens[index]
+                entry.next_position += 1
+                if entry.row.finish_reason is None:
+                    keep.append(index)
+                else:
+                    finish(entry)
+            if len(keep) < rows:
+                live = [live[i] for i in keep]
+                if not live:
+                    cache, mask = None, None
+                    continue
+                chosen = torch.tensor(keep, device=mask.device)
+                mask = mask.index_select(0, chosen)
+                first = int((mask.sum(dim=0) > 0).nonzero()[0])  # columns that are padding in every row go
+                mask = mask[:, first:]
+                for layer in cache.layers:
+                    layer.keys = layer.keys.index_select(0, chosen)[:, :, first:]
+                    layer.values = layer.values.index_select(0, chosen)[:, :, first:]

@@ -60,6 +60,7 @@ class Glm4vStage:
         top_p: float = 0.6,
         allow_download: bool = False,
         name: str | None = None,
+        continuous: bool = True,
     ) -> None:
         self.model_ref = model_ref
         local = Path(model_ref).expanduser()
@@ -88,6 +89,7 @@ class Glm4vStage:
             prepare_initializer=_one_torch_thread,
             worker_initializer=self._all_torch_threads,
             name="glm4v",
+            continuous=continuous,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -178,9 +180,20 @@ class Glm4vStage:
 
         return engine.prepare(self._processor, **payload)
 
-    def _run_batch(self, jobs: list[Any]) -> None:
+    def _run_batch(self, jobs: list[Any], join: Callable[[int], list[Any]] | None = None) -> None:
         from flashvl.stages.glm4v import engine
 
+        if self._batcher.continuous:  # rows join between decode steps and leave when done
+            engine.run_continuous(
+                self._model,
+                self._processor.tokenizer,
+                jobs,
+                join,
+                device=str(self.device),
+                dtype=self.dtype,
+                max_rows=self._batcher.max_batch,
+            )
+            return
         engine.run_batch(self._model, self._processor.tokenizer, jobs, device=str(self.device), dtype=self.dtype)
 
     # ------------------------------------------------------------ requests
@@ -271,7 +284,13 @@ class Glm4vStage:
                 "boxes_1000": [list(b.norm) for b in parsed.boxes],
             },
             timings=Timings(
-                {"queue": done.queue_s, "generate": done.generate_s, "total": time.perf_counter() - started}
+                {
+                    "queue": done.queue_s,
+                    "prompt": done.prompt_s,
+                    "generate": done.generate_s - done.prompt_s,
+                    "total": time.perf_counter() - started,
+                },
+                tokens=_token_counts(done),
             ),
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
@@ -306,7 +325,10 @@ class Glm4vStage:
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
             confidence=done.confidence,
-            timings=Timings({"queue": done.queue_s, "generate": done.generate_s}),
+            timings=Timings(
+                {"queue": done.queue_s, "prompt": done.prompt_s, "generate": done.generate_s - done.prompt_s},
+                tokens=_token_counts(done),
+            ),
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
@@ -341,3 +363,8 @@ def default_threads() -> int:
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _token_counts(done: Any) -> dict[str, int]:
+    """A row's token counts as the language stage reports them (no prefix is reused across requests)."""
+    return {"prompt_cached": 0, "prompt_read": done.prompt_tokens, "generated": done.completion_tokens}

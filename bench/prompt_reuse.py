@@ -2,12 +2,14 @@
 
 The cascade prompt is the language stage's instructions, then the image's observations, then the
 question, so everything before the question is the same for every question about one image. Two real
-``flashvl serve`` processes (offline vision + the bundled Qwen2.5-Coder-1.5B, 2 llama.cpp slots each)
-differ in one setting:
+``flashvl serve`` processes (offline vision + the bundled Qwen2.5-Coder-1.5B, ``--slots`` llama.cpp
+slots each, llama.cpp's prompt cache in RAM on) differ in one setting:
 
-- ``slots only`` (``--language-prompt-cache-mib 0``): a prompt survives only in the slot that read it;
-- ``prompt cache`` (the default, ``--language-prompt-cache-mib 256``): llama.cpp also keeps prompts in a
-  RAM cache bounded in MiB and restores the longest matching prefix into whichever slot a request gets.
+- ``llama.cpp picks`` (``--no-language-slot-affinity``): llama.cpp puts each request on the slot
+  with the longest common prefix, which for any cascade prompt is any slot (they all share the long
+  instructions), and keeps a replaced prompt in its RAM cache only when less than half of it is shared;
+- ``slot affinity`` (the default): questions about one image go to the slot that read its prompt; a new
+  image takes the least recently used idle slot.
 
 For each image: a first question, then ``--others`` requests about other images (other users), then a
 follow-up question about the first image. Both servers get the same sequence, step by step (the order
@@ -44,7 +46,7 @@ OTHERS = ("hubble_deep_field", "immunohistochemistry", "coins", "camera", "horse
 FIRST = "What is in this picture, and what is it probably used for?"
 FOLLOW_UP = "Describe the main subject's surroundings in one sentence."
 OTHER_QUESTIONS = ("What could this picture be about?", "Which object stands out most, and why?")
-SIDES = {"slots only": ["--language-prompt-cache-mib", "0"], "prompt cache": []}
+SIDES = {"llama.cpp picks": ["--no-language-slot-affinity"], "slot affinity": []}
 
 
 def image_b64(name: str) -> str:
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help=f"images asked about twice (up to {len(FOLLOWED)})")
     parser.add_argument("--others", type=int, default=2, help="other users' requests between first and follow-up")
     parser.add_argument("--max-tokens", type=int, default=12)
+    parser.add_argument("--slots", type=int, default=4, help="llama.cpp slots per server (> --others)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +91,7 @@ def main() -> None:
     try:
         for side, flags in SIDES.items():  # started one after the other: loading is CPU-bound
             log = args.out_dir / f"prompt_reuse.{side.replace(' ', '_')}.log"
-            servers[side] = start_server(["--language-slots", "2", *flags], log)
+            servers[side] = start_server(["--language-slots", str(args.slots), *flags], log)
         rows: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
         other_index = 0
         with httpx.Client() as client:
@@ -140,7 +143,8 @@ def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> N
         "",
         f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · {platform.machine()} · {os.cpu_count()} CPUs · "
         f"load {os.getloadavg()[0]:.2f} · {args.images} images · {args.others} other requests between first "
-        f"and follow-up · 2 llama.cpp slots · Qwen2.5-Coder-1.5B Q4_K_M · greedy, max_tokens {args.max_tokens}",
+        f"and follow-up · {args.slots} llama.cpp slots · Qwen2.5-Coder-1.5B Q4_K_M · greedy, "
+        f"max_tokens {args.max_tokens}",
         "",
         "| setting | first: prompt tokens | first: prompt s | follow-up: cached tokens | follow-up: prompt s | "
         "follow-up / first prompt (median over images) | e2e p50 first s | e2e p50 follow-up s |",
@@ -151,7 +155,7 @@ def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> N
             for side, s in stats.items()
         ],
         "",
-        "Target: follow-up prompt time <= 0.35 of the first's (median over images) with the prompt cache.",
+        "Target: follow-up prompt time <= 0.35 of the first's (median over images) with slot affinity.",
     ]
     (args.out_dir / "prompt_reuse.md").write_text("\n".join(lines) + "\n")
     import matplotlib

@@ -185,6 +185,14 @@ class Settings(BaseSettings):
         ),
         **_group("stages"),
     )
+    language_slot_affinity: bool = Field(
+        True,
+        description=(
+            "Keep questions about one image on one llama.cpp slot (the least recently used idle slot for a new "
+            "image), so its prompt survives --language-slots minus 1 other images' requests in between."
+        ),
+        **_group("stages"),
+    )
     language_draft: bool = Field(
         False,
         description=(

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from flashvl.api.schemas import MAX_PROMPT_CHARS, KnowledgeRef, ResponseMeta, Usage
+from flashvl.api.schemas import MAX_PROMPT_CHARS, BoxOut, KnowledgeRef, ResponseMeta, Usage
 
 
 class ImageURL(BaseModel):
@@ -173,6 +173,13 @@ class ChunkChoice(BaseModel):
     finish_reason: str | None = None  # null until the last choice chunk
 
 
+class StreamMeta(ResponseMeta):
+    """The last choice chunk's ``flashvl``: the response metadata plus where things are in the image
+    (detector boxes for the offline pipeline, a VLM's own boxes for GLM), for the web page to draw."""
+
+    boxes: list[BoxOut] = Field(default_factory=list)
+
+
 class ChatCompletionChunk(BaseModel):
     """A stream chunk: pieces of the answer; then one with ``finish_reason`` and ``flashvl``; then,
     with ``stream_options.include_usage``, one with no choices and the ``usage``."""
@@ -183,7 +190,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice] = Field(default_factory=list)
     usage: Usage | None = None
-    flashvl: ResponseMeta | None = None
+    flashvl: StreamMeta | ResponseMeta | None = None
 
     @model_serializer(mode="wrap")
     def _no_empty_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -300,10 +300,27 @@ class Pipeline:
                 results = tool_use.describe_results(calls, lang)
                 messages[-1] = tool_use.with_results(messages[-1], results, query.question, lang)
         base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
-        run = Relay(self._generate(query, messages, records, "cascade", base))
+        # Questions about one image share the prompt up to the question: the language stage keeps them together.
+        prefix_key = query.images[0].sha256 if query.images else None
+        run = Relay(self._generate(query, messages, records, "cascade", base, prefix_key))
+        held = list[TextDelta]()  # with tool results, the answer is checked against them before it is sent
         async for delta in run:
-            yield delta
+            if base.get("tools"):
+                held.append(delta)
+            else:
+                yield delta
         final: Answer = run.final
+        if held and not final.degraded:
+            calls = [
+                tool_use.ToolCall(**{k: c.get(k) for k in ("name", "arguments", "result", "seconds")})
+                for c in base["tools"]
+            ]
+            exact = None if tool_use.agrees(final.text, calls) else tool_use.tool_answer(calls, lang)
+            if exact is not None:  # the model's text missed the exact result: the tools' statement is the answer
+                final.text, final.confidence, final.confidence_source = exact, None, "tools"
+                held = [TextDelta(exact)]
+            for delta in held:
+                yield delta
         if final.degraded and query.json_schema is not None:  # a description is no JSON answer
             raise StageUnavailable(
                 self.language.name,
@@ -344,6 +361,7 @@ class Pipeline:
         records: list[StageRecord],
         route: Route,
         base: dict[str, Any],
+        prefix_key: str | None = None,
     ) -> AsyncIterator[TextDelta | Answer]:
         """The language stage's answer to ``messages`` (with the query's settings), under a timeout
         and the breaker. On failure the final ``Answer`` has ``degraded=True`` (the caller decides
@@ -361,6 +379,7 @@ class Pipeline:
             seed=query.seed,
             json_schema=query.json_schema,
             top_logprobs=query.top_logprobs,
+            prefix_key=prefix_key,
         )
         start = time.perf_counter()
         final: Generation | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flashvl.pipeline.guarded import GuardedLanguage
@@ -25,13 +26,13 @@ from flashvl.pipeline.types import StageRecord
 from flashvl.stages.base import ChatMessage, ChatRequest
 from flashvl.text.layout import TextLine
 from flashvl.text.table import rebuild_table
-from flashvl.tools import OPERATIONS, ToolCall, find_problem, looks_like_python, run_tool
+from flashvl.tools import ToolCall, find_problem, looks_like_python, run_tool
 
 MAX_CALLS = 3
-PLAN_MAX_TOKENS = 96
 
 SOLVE_Q = re.compile(
-    r"\bsolve\b|\bequation\b|\bfind [a-z]\b|\bwhat is [a-z]\b|\bvalue of [a-z]\b|解方程|解题|求解|解出|解一下|"
+    r"\bsolve\b|\bequation\b|\bfind [a-z]\b|\bwhat is [a-z]\b|\bvalue of [a-z]\b|"
+    r"帮我解|请解|解第|解答|做一下|做这道|解方程|解题|求解|解出|解一下|"
     r"这道题|拍题|怎么做|怎么解|求\s*[a-zA-Z]|[a-zA-Z]\s*(等于|是)多少",
     re.IGNORECASE,
 )
@@ -47,26 +48,21 @@ MATH_Q = re.compile(
     re.IGNORECASE,
 )
 
+# The calculator's plan: one line of arithmetic, plain text (no grammar: on the 1.5B brain a JSON-schema
+# plan cost far more time than the expression it carried); the calculator refuses anything else.
 PLAN_SYSTEM = (
-    "You plan one exact tool call for a question about text read from an image. Tools: "
-    'calculate: exact arithmetic; put the whole computation in "expression" using only numbers copied from '
-    "the text, + - * / and parentheses (e.g. 100 - 71.50, or 4 * 350.00 + 2 * 88.00). "
-    'table: a query over the table; "operation" is one of lookup, compare, max, min, sum, average; "column" is '
-    'a header cell copied exactly; "row" (and "other_row" for compare) are first-column cells copied exactly. '
-    'none: the question needs no arithmetic or table query. Unused fields are "". Answer with the JSON only.'
+    "You write one arithmetic expression that answers a question about text read from an image. Use only "
+    "numbers copied from the text and + - * / ( ). Order matters: change = amount paid - total; a total is "
+    "the sum of the amounts. Examples: 100 - 71.50 ; 3.80 + 6.45 + 2.95 ; 4 * 350.00 + 2 * 88.00. If no "
+    "arithmetic is needed, write NONE. Write the expression only, on one line."
 )
-PLAN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "tool": {"type": "string", "enum": ["calculate", "table", "none"]},
-        "expression": {"type": "string", "maxLength": 120},
-        "operation": {"type": "string", "enum": [*OPERATIONS, "none"]},
-        "column": {"type": "string", "maxLength": 40},
-        "row": {"type": "string", "maxLength": 40},
-        "other_row": {"type": "string", "maxLength": 40},
-    },
-    "required": ["tool", "expression", "operation", "column", "row", "other_row"],
-}
+PLAN_MAX_TOKENS = 48
+TABLE_OPS = (
+    ("max", re.compile(r"最高|最大|最贵|最多|\b(highest|largest|biggest|most expensive|max(imum)?|most)\b", re.I)),
+    ("min", re.compile(r"最低|最小|最便宜|最少|\b(lowest|smallest|cheapest|min(imum)?|least|fewest)\b", re.I)),
+    ("average", re.compile(r"平均|\b(average|mean)\b", re.I)),
+    ("sum", re.compile(r"合计|总共|一共|总计|总和|加起来|\b(total|sum|altogether|in all)\b", re.I)),
+)
 
 
 def _lines(observations: dict[str, Any]) -> list[TextLine]:
@@ -78,29 +74,58 @@ def _lines(observations: dict[str, Any]) -> list[TextLine]:
 
 
 def code_text(observations: dict[str, Any]) -> str:
-    """OCR lines with their indentation back (from each line's left edge and the text's character width)."""
-    lines = _lines(observations)
+    """OCR lines with their indentation back: each distinct left edge (within half a character) is one
+    level deeper, four spaces a level (OCR drops leading spaces; Python needs them)."""
+    lines = sorted(_lines(observations), key=lambda ln: (ln.box[1], ln.box[0]))
     if not lines:
         return ""
     widths = [(ln.box[2] - ln.box[0]) / max(len(ln.text), 1) for ln in lines if len(ln.text) >= 4]
-    char = sorted(widths)[len(widths) // 2] if widths else 10.0
-    left = min(ln.box[0] for ln in lines)
-    out = []
-    for ln in sorted(lines, key=lambda ln: (ln.box[1], ln.box[0])):
-        spaces = round((ln.box[0] - left) / max(char, 1e-6))
-        spaces = 4 * round(spaces / 4) if spaces >= 2 else 0
-        out.append(" " * spaces + ln.text)
-    return "\n".join(out)
+    tolerance = 0.5 * (sorted(widths)[len(widths) // 2] if widths else 10.0)
+    edges: list[float] = []
+    for x in sorted(ln.box[0] for ln in lines):
+        if not edges or x - edges[-1] > tolerance:
+            edges.append(x)
+
+    def level(x: float) -> int:
+        return min(range(len(edges)), key=lambda i: abs(edges[i] - x))
+
+    return "\n".join("    " * level(ln.box[0]) + ln.text for ln in lines)
 
 
-def _plan_call(plan: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    tool = plan.get("tool")
-    if tool == "calculate" and str(plan.get("expression", "")).strip():
-        return "calculate", {"expression": str(plan["expression"]).strip()}
-    if tool == "table" and plan.get("operation") in OPERATIONS:
-        args = {k: str(plan.get(k, "")).strip() for k in ("operation", "column", "row", "other_row")}
-        return "table", {k: v for k, v in args.items() if v}
+def _key(text: str) -> str:
+    return re.sub(r"[\s:：()()/]", "", text).lower()
+
+
+def table_query(question: str, rows: list[list[str]]) -> dict[str, str] | None:
+    """A table query read from the question itself: an operation word and a header cell it names
+    (``哪种水果单价最高`` -> max of ``单价(元/斤)``), or a first-column cell and a header (lookup)."""
+    header, body = rows[0], rows[1:]
+    asked = _key(question)
+
+    def named(cells: list[str]) -> str | None:
+        for cell in cells:
+            key = _key(cell)
+            core = re.sub(r"[^\w]|元|斤|kg|个", "", re.split(r"[((]", cell)[0]).lower()
+            if key and (key in asked or (len(core) >= 2 and core in asked)):
+                return cell
+        return None
+
+    column = named(header[1:])
+    for operation, words in TABLE_OPS:
+        if words.search(question) and column:
+            return {"operation": operation, "column": column}
+    row = named([r[0] for r in body if r])
+    if row and column:
+        return {"operation": "lookup", "column": column, "row": row}
     return None
+
+
+def _expression(text: str) -> str | None:
+    line = text.strip().splitlines()[0].strip().strip("`").strip() if text.strip() else ""
+    line = re.sub(r"^(expression|answer|表达式)\s*[:：=]\s*", "", line, flags=re.I).rstrip("=。. ")
+    if not line or line.upper().startswith("NONE") or not re.search(r"\d\s*[-+*/×÷]\s*\(?\s*[$¥￥]?\d", line):
+        return None
+    return line
 
 
 def describe_results(calls: list[ToolCall], lang: str) -> str:
@@ -179,17 +204,17 @@ async def use_tools(
         return calls, None
     if not (MATH_Q.search(question) and re.search(r"\d", ocr_text)):
         return calls, None
-    text = ocr_text
-    if table is not None:
-        text += "\n\nTable (rebuilt from the text):\n" + table.to_markdown()
+    if rows is not None and (query := table_query(question, rows)) is not None:
+        calls.append(await run_tool("table", query, table=rows, timeout=timeout))
+        return calls, None
     request = ChatRequest(
         messages=[
             ChatMessage("system", PLAN_SYSTEM),
-            ChatMessage("user", f"Text:\n{text}\n\nQuestion: {question}"),
+            ChatMessage("user", f"Text:\n{ocr_text}\n\nQuestion: {question}"),
         ],
         max_tokens=PLAN_MAX_TOKENS,
         temperature=0.0,
-        json_schema=PLAN_SCHEMA,
+        stop=["\n"],
         logprobs=False,
     )
     start = time.perf_counter()
@@ -203,11 +228,108 @@ async def use_tools(
         time.perf_counter() - start,
         steps=generation.timings.steps | {f"{k}_tokens": v for k, v in generation.timings.tokens.items()},
     )
-    try:
-        plan = json.loads(generation.text)
-    except json.JSONDecodeError:
-        return calls, record
-    chosen = _plan_call(plan) if isinstance(plan, dict) else None
-    if chosen is not None and len(calls) < MAX_CALLS:
-        calls.append(await run_tool(chosen[0], chosen[1], table=rows, timeout=timeout))
+    expression = _expression(generation.text)
+    if expression is not None:
+        calls.append(await run_tool("calculate", {"expression": expression}, timeout=timeout))
     return calls, record
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _numbers(text: str) -> set[Decimal]:
+    out = set()
+    for match in _NUMBER.findall(text):
+        try:
+            out.add(Decimal(match.replace(",", "")).normalize())
+        except InvalidOperation:
+            continue
+    return out
+
+
+def tool_answer(calls: list[ToolCall], lang: str) -> str | None:
+    """The tools' results said plainly, in the question's language (None when no call gave a result)."""
+    zh = lang == "zh"
+    parts = []
+    for call in calls:
+        r = call.result
+        if r is None:
+            continue
+        if call.name == "calculate":
+            parts.append(f"{r['expression']} = {r['display']}" + ("(精确计算)" if zh else " (exact calculation)."))
+        elif call.name == "solve":
+            sols = ", ".join(r.get("solutions", [])) or ("无解" if zh else "no solution")
+            steps = ("；" if zh else "; ").join(r.get("steps", []))
+            parts.append(f"解:{sols}。步骤:{steps}" if zh else f"Solution: {sols}. Steps: {steps}.")
+        elif call.name == "check_code":
+            found = r.get("findings", [])
+            if not found:
+                parts.append(
+                    "检查未发现错误(代码没有运行)。" if zh else "The check found no errors (the code was not run)."
+                )
+            for f in found:
+                parts.append(f"第 {f['line']} 行:{f['message']}" if zh else f"Line {f['line']}: {f['message']}.")
+        elif not r.get("observed", True):
+            cols = "、".join(r.get("columns", [])) if zh else ", ".join(r.get("columns", []))
+            parts.append(
+                f"未观察到:{r.get('not_observed')}。表格中读到的列是:{cols}。"
+                if zh
+                else f"Not observed: {r.get('not_observed')}. The table that was read has the columns: {cols}."
+            )
+        else:
+            where = "、".join(r.get("rows", [])) if zh else ", ".join(r.get("rows", []))
+            op = r.get("operation")
+            column = r.get("column") or (r.get("cells") or [{}])[0].get("column", "")
+            if op in {"max", "min"}:
+                word = ("最高" if op == "max" else "最低") if zh else ("highest" if op == "max" else "lowest")
+                parts.append(
+                    f"{column}{word}的是{where}:{r['value']}。"
+                    if zh
+                    else f"The {word} {column} is {where}: {r['value']}."
+                )
+            elif op in {"sum", "average"}:
+                word = ("合计" if op == "sum" else "平均") if zh else ("total" if op == "sum" else "average")
+                parts.append(f"{column}{word}:{r['value']}。" if zh else f"The {word} of {column} is {r['value']}.")
+            elif op == "compare":
+                first, second = r["cells"][0], r["cells"][1]
+                parts.append(
+                    f"{first['row']} 与 {second['row']} 的{first['column']}相差 {r.get('difference')}。"
+                    if zh
+                    else f"{first['column']}: {first['row']} minus {second['row']} is {r.get('difference')}."
+                )
+            else:
+                cell = r["cells"][0]
+                parts.append(
+                    f"{cell['row']}的{cell['column']}是 {cell['value']}。"
+                    if zh
+                    else f"{cell['row']} {cell['column']}: {cell['value']}."
+                )
+    return " ".join(parts) or None
+
+
+def agrees(answer: str, calls: list[ToolCall]) -> bool:
+    """The answer states every tool's key result (its numbers, the rows a max/min named, the lines of
+    code findings); an answer that does not is replaced by the tools' own statement."""
+    said = _numbers(answer)
+    for call in calls:
+        r = call.result
+        if r is None:
+            continue
+        if call.name == "calculate" and Decimal(r["value"]).normalize() not in said:
+            return False
+        if call.name == "solve":
+            for sol in r.get("solutions", []):
+                value = sol.split("=", 1)[-1].split("≈")[0].strip()
+                if value.replace(" ", "") not in answer.replace(" ", ""):
+                    return False
+        if call.name == "check_code" and {Decimal(f["line"]) for f in r.get("findings", [])} - said:
+            return False
+        if call.name == "table":
+            if not r.get("observed", True):
+                return False  # "not observed" is said by the tool, not paraphrased
+            value = str(r.get("value", ""))
+            if _NUMBER.fullmatch(value) and Decimal(value.replace(",", "")).normalize() not in said:
+                return False
+            if any(row not in answer for row in r.get("rows", [])):
+                return False
+    return True

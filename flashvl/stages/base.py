@@ -198,6 +198,9 @@ class ChatRequest:
     seed: int | None = None
     logprobs: bool = True  # token probabilities, for ``Generation.confidence`` (costs a little time)
     top_logprobs: int | None = None  # None: no per-token entries; n: each token with its n best alternatives
+    # Requests with the same key share a long prompt prefix (the cascade: an image's observations); a stage
+    # with slots keeps them on one slot so the prefix is read once (llama.cpp: slot affinity).
+    prefix_key: str | None = None
 
 
 @dataclass

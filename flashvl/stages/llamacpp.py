@@ -29,6 +29,7 @@ import math
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class LlamaCppLanguageStage:
         draft: bool = False,
         draft_model_path: Path | None = None,
         draft_max: int = 8,
+        slot_affinity: bool = True,
         verbose: bool = False,
     ) -> None:
         # None: the bundled model, assembled from its pinned packages into ``model_dir`` at load.
@@ -135,6 +137,14 @@ class LlamaCppLanguageStage:
         self.draft = draft or draft_model_path is not None
         self.draft_model_path = Path(draft_model_path) if draft_model_path is not None else None
         self.draft_max = draft_max
+        # Slot affinity: requests with one ``prefix_key`` (questions about one image) go to the slot that
+        # read that prefix last, while it is idle; a new key takes the least recently used idle slot. So an
+        # image's prompt survives ``slots - 1`` other images' requests in between (llama.cpp alone puts a
+        # new request on the slot with the longest common prefix: the shared instructions make that any).
+        self.slot_affinity = slot_affinity
+        self._slot_of: OrderedDict[str, int] = OrderedDict()  # prefix key -> slot, least recently used first
+        self._slot_busy = [0] * slots
+        self._slot_lock = threading.Lock()
         self.verbose = verbose
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
@@ -291,6 +301,32 @@ class LlamaCppLanguageStage:
 
     # ------------------------------------------------------------ requests
 
+    def _take_slot(self, key: str | None) -> int | None:
+        """The slot for a request with prefix ``key`` (None: llama.cpp chooses)."""
+        if key is None or not self.slot_affinity or self.slots < 2:
+            return None
+        with self._slot_lock:
+            slot = self._slot_of.get(key)
+            if slot is not None and self._slot_busy[slot] == 0:
+                self._slot_of.move_to_end(key)
+            else:
+                idle = [s for s in range(self.slots) if self._slot_busy[s] == 0]
+                if not idle:
+                    return None  # every slot is busy: the first to come free takes it
+                owned = set(self._slot_of.values())
+                free = [s for s in idle if s not in owned]
+                slot = free[0] if free else next(s for s in self._slot_of.values() if s in idle)
+                for old in [k for k, s in self._slot_of.items() if s == slot]:
+                    del self._slot_of[old]
+                self._slot_of[key] = slot
+            self._slot_busy[slot] += 1
+            return slot
+
+    def _free_slot(self, slot: int | None) -> None:
+        if slot is not None:
+            with self._slot_lock:
+                self._slot_busy[slot] -= 1
+
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -334,6 +370,9 @@ class LlamaCppLanguageStage:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
         body = self._request_body(request)
+        slot = self._take_slot(request.prefix_key) if request.seed is None else None
+        if slot is not None:
+            body["id_slot"] = slot
         has_schema = request.json_schema is not None
         top = request.top_logprobs
 
@@ -357,6 +396,7 @@ class LlamaCppLanguageStage:
 
         def run() -> None:
             if cancel.is_set():
+                self._free_slot(slot)
                 return
             try:
                 server.handle_chat_completions(body, on_chunk)
@@ -365,12 +405,18 @@ class LlamaCppLanguageStage:
                 held.append(FlashvlError(code, f"{self.name}: {exc}", 400))
             except Exception as exc:  # handed to the consumer, not swallowed
                 held.append(StageUnavailable(self.name, f"llama.cpp failed: {exc}"))
+            finally:
+                self._free_slot(slot)
             if held:
                 deliver(held)
             deliver(_END)
 
         started = time.perf_counter()
-        future = executor.submit(run)
+        try:
+            future = executor.submit(run)
+        except RuntimeError:  # closed meanwhile
+            self._free_slot(slot)
+            raise StageUnavailable(self.name, "the language model is not loaded") from None
         with self._in_flight_lock:
             self._in_flight[future] = cancel
         future.add_done_callback(self._forget)

@@ -95,6 +95,7 @@ class StageBuilder:
             ctx=settings.language_ctx,
             threads=settings.language_threads,
             prompt_cache_mib=settings.language_prompt_cache_mib,
+            slot_affinity=settings.language_slot_affinity,
             draft=settings.language_draft,
             draft_max=settings.language_draft_max,
             name=f"llamacpp:{path.stem if path else BUNDLED_BRAIN}",

@@ -252,6 +252,24 @@ def text_signals(text: str) -> list[Signal]:
     return signals
 
 
+def flagged_lines(observations: dict[str, Any]) -> list[dict[str, Any]]:
+    """The OCR lines that raise a text rule on their own, with their boxes (for the web page to outline).
+    Each names its categories and the rules' masked evidence, never the line's text (it may hold an ID).
+    A match that spans two lines raises its category over the whole text but outlines no line."""
+    out = []
+    for line in (observations.get("text") or {}).get("lines") or []:
+        raised = text_signals(str(line.get("text", "")))
+        if raised and line.get("box"):
+            out.append(
+                {
+                    "box": [round(float(v), 1) for v in line["box"]],
+                    "categories": sorted({signal.category for signal in raised}),
+                    "evidence": [signal.evidence for signal in raised],
+                }
+            )
+    return out
+
+
 # ------------------------------------------------------------------ the language stage's verdict
 
 REASON_MAX_CHARS = 240  # the grammar's bound on the reason; a reason this long was cut by it
@@ -450,6 +468,7 @@ async def moderate_image(
             }
         )
     return verdict.to_dict() | {
+        "flagged_lines": flagged_lines(seen.observations),
         "stages": stages,
         "image": {"sha256": image.sha256, "width": image.width, "height": image.height},
         "cache": looked.cache,

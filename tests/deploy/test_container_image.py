@@ -125,7 +125,8 @@ def _run(image: Image, *args: str, name: str) -> None:
 
 
 def _remove(image: Image, name: str) -> str:
-    logs = subprocess.run([*image.engine, "logs", name], capture_output=True, text=True).stdout
+    shown = subprocess.run([*image.engine, "logs", name], capture_output=True, text=True)
+    logs = shown.stdout + shown.stderr  # the container's stdout and stderr
     subprocess.run([*image.engine, "rm", "--force", "--volumes", name], capture_output=True)
     return logs
 

@@ -4,7 +4,11 @@ a PDF, text and image search, grounded answers through /infer and /v1/chat/compl
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -110,3 +114,62 @@ def test_a_missing_collection_and_bad_names_are_refused(server: str) -> None:
     client = httpx.Client(base_url=server, timeout=60)
     assert client.post("/kb/nope/search", json={"query": "x"}, headers=auth(ALICE)).status_code == 404
     assert client.post("/kb/..bad/search", json={"query": "x"}, headers=auth(ALICE)).status_code == 400
+
+
+def test_streamed_chat_with_knowledge_cites_sources(server: str) -> None:
+    client = httpx.Client(base_url=server, timeout=120)
+    client.post(
+        "/kb/streams/documents",
+        files=[("files", ("printer_help.png", png_bytes(screenshot(SCREENSHOTS["printer_help.png"])), "image/png"))],
+        headers=auth(ALICE),
+    )
+    body = {
+        "model": "flashvl",
+        "messages": [{"role": "user", "content": "which toner part should I order?"}],
+        "knowledge": {"collection": "streams"},
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with client.stream("POST", "/v1/chat/completions", json=body, headers=auth(ALICE)) as response:
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    assert "TN-760" in "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    final = next(c for c in chunks if c.get("flashvl"))
+    assert final["flashvl"]["route"] == "knowledge" and final["flashvl"]["sources"][0]["document"] == "printer_help.png"
+
+
+def test_flashvl_kb_add_is_idempotent_and_resumable(tmp_path: Path) -> None:
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    (folder / "vpn_setup.png").write_bytes(png_bytes(screenshot(SCREENSHOTS["vpn_setup.png"])))
+    (folder / "notes.txt").write_text("not indexed")
+    command = [sys.executable, "-m", "flashvl", "kb", "add", "cli-docs", str(folder), "--no-progress"]
+    command += ["--kb-sqlite-path", str(tmp_path / "kb.sqlite3"), "--no-kb-describe"]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"collection": "cli-docs", "indexed": 1, "skipped": 0, "failed": 0, "pages": 1}
+    (folder / "manual.pdf").write_bytes(pdf_bytes(PDFS["办公手册.pdf"]))  # a file added after the first run
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert json.loads(second.stdout) == {"collection": "cli-docs", "indexed": 1, "skipped": 1, "failed": 0, "pages": 2}
+
+
+def test_infer_with_an_image_and_knowledge_searches_by_the_image_too(server: str) -> None:
+    client = httpx.Client(base_url=server, timeout=120)
+    mail = png_bytes(screenshot(SCREENSHOTS["邮箱配置.png"]))
+    files = [
+        ("files", ("邮箱配置.png", mail, "image/png")),
+        ("files", ("printer_help.png", png_bytes(screenshot(SCREENSHOTS["printer_help.png"])), "image/png")),
+    ]
+    client.post("/kb/mail/documents", files=files, headers=auth(ALICE))
+    answer = client.post(
+        "/infer",
+        json={
+            "prompt": "这个页面的发件服务器是什么?",
+            "image_base64": base64.b64encode(mail).decode(),
+            "knowledge": {"collection": "mail", "top_k": 2},
+        },
+        headers=auth(ALICE),
+    ).json()
+    assert answer["route"] == "knowledge" and answer["image"]["width"] > 0
+    assert answer["sources"][0]["document"] == "邮箱配置.png"

@@ -75,6 +75,10 @@ class ModerateResponse(BaseModel):
     confidence: float = Field(description="Flagged: the top category's score. Passed: 1 - the strongest score seen.")
     suggestion: Literal["pass", "review", "block"]
     reasons: list[str]
+    flagged_lines: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="OCR lines that raise a text rule on their own: box (pixels), categories, masked evidence.",
+    )
     stages: list[dict[str, Any]]
     image: dict[str, Any]
     cache: dict[str, Any] = Field(default_factory=dict, description="Whether earlier work on this image was reused.")

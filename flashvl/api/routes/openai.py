@@ -28,6 +28,7 @@ from flashvl.api.openai_schemas import (
     ModelCard,
     ModelList,
     StreamError,
+    StreamMeta,
     TextPart,
     Usage,
     unsupported_fields,
@@ -312,7 +313,9 @@ async def _stream(
                 elif isinstance(event, Answer):
                     record_answer(request, state, event, query)
                     info = meta(request, event)
-                    yield chunk(choices=[ChunkChoice(finish_reason=info.finish_reason)], flashvl=info)
+                    boxes = [box.to_dict() for box in event.boxes]
+                    with_boxes = StreamMeta.model_validate(info.model_dump() | {"boxes": boxes})
+                    yield chunk(choices=[ChunkChoice(finish_reason=info.finish_reason)], flashvl=with_boxes)
                     if include_usage:
                         yield chunk(usage=info.usage)
     except TimeoutError:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashvl.api.auth import Caller, require_scope
@@ -32,10 +32,36 @@ class Resolution(BaseModel):
 
 
 @router.get("")
-async def list_reviews(state: State, status: Literal["open", "resolved", "all"] = "open") -> dict[str, Any]:
-    """Flagged answers, oldest first (``status``: open, resolved or all)."""
-    items = await asyncio.to_thread(state.pipeline.reviews.list, None if status == "all" else status)
-    return {"items": [item.to_dict() for item in items], "count": len(items)}
+async def list_reviews(
+    state: State,
+    status: Literal["open", "resolved", "all"] = "open",
+    limit: int = Query(100, ge=1, le=1000, description="At most this many items."),
+    offset: int = Query(0, ge=0, description="Skip this many (paging)."),
+    reason: str | None = Query(None, max_length=200, description="Only items with a reason containing this."),
+) -> dict[str, Any]:
+    """Flagged answers, oldest first (``status``: open, resolved or all; ``reason``: a substring of one of
+    the reasons). ``count`` is how many match before paging; ``counts`` the queue's open and resolved totals
+    (for the web page's live badges)."""
+
+    def collect() -> tuple[list[Any], list[Any]]:
+        everything = state.pipeline.reviews.list(None)
+        wanted = [item for item in everything if status == "all" or item.status == status]
+        if reason:
+            needle = reason.casefold()
+            wanted = [item for item in wanted if any(needle in str(r).casefold() for r in item.reasons)]
+        return everything, wanted
+
+    everything, wanted = await asyncio.to_thread(collect)
+    page = wanted[offset : offset + limit]
+    counts = {"open": sum(item.status == "open" for item in everything)}
+    counts["resolved"] = len(everything) - counts["open"]
+    return {
+        "items": [item.to_dict() for item in page],
+        "count": len(wanted),
+        "offset": offset,
+        "limit": limit,
+        "counts": counts,
+    }
 
 
 @router.get("/{item_id}")

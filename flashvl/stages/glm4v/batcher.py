@@ -176,8 +176,8 @@ class DynamicBatcher(Generic[P, R]):
         """While a continuous batch runs, hand it the jobs that arrive; what it did not take goes back
         to the head of the queue."""
         while not running.done():
-            getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({running, getter}, return_when=asyncio.FIRST_COMPLETED)
+            getter: asyncio.Future[Any] = asyncio.ensure_future(queue.get())
+            await asyncio.wait([running, getter], return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 self._joining.put(getter.result())
             else:

@@ -311,7 +311,7 @@ class _Live:
 def _pick(logits: torch.Tensor, temperatures: list[float], top_ps: list[float]) -> tuple[list[int], list[float]]:
     """Each row's next token under its own temperature and top-p, and the token's log-probability."""
     sampling = RowSampling(temperatures, top_ps)
-    scores = sampling(None, logits)  # type: ignore[arg-type]
+    scores = sampling(None, logits)
     greedy = sampling.all_greedy
     tokens = scores.argmax(dim=-1) if greedy else torch.multinomial(scores.softmax(dim=-1), 1).squeeze(1)
     assert sampling.last_logprobs is not None

@@ -255,6 +255,7 @@ function showAnswerCard() {
 
 function resetAnswer() {
   clearError();
+  document.dispatchEvent(new CustomEvent("flashvl:answer-reset"));
   el.answer.textContent = "";
   el.thinkingText.textContent = "";
   el.thinking.hidden = true;
@@ -429,7 +430,11 @@ async function ask() {
         el.answer.textContent += delta.content;
         setStatus("Writing…");
       }
-      if (chunk.flashvl) renderStages(chunk.flashvl, (performance.now() - started) / 1000);
+      if (chunk.flashvl) {
+        renderStages(chunk.flashvl, (performance.now() - started) / 1000);
+        // console-ask.js draws the boxes over the preview and links them to the answer's words.
+        document.dispatchEvent(new CustomEvent("flashvl:answer", { detail: chunk.flashvl }));
+      }
     }
     if (!finished && !failed) {
       showError("The connection closed before the answer was complete.", "stream_incomplete");

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint bench eval clean image image-gpu
+.PHONY: serve test lint bench eval eval-regression clean image image-gpu
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(VENV)/.installed-dev
 
 eval: $(VENV)/.installed-dev
 	$(BIN)/flashvl eval $(ARGS)
+
+# The regression set's small suite (CI): tool and "not observed" items against the committed baseline;
+# exits 1 when a category's right share falls, or its wrong share rises, by more than 0.1.
+eval-regression: $(VENV)/.installed-dev
+	$(BIN)/flashvl eval --select tools,unobserved --compare flashvl/eval/data/baselines/offline-qwen1.5b-tools.json $(ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/serving_overhead.py $(ARGS)

@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     cap.add_argument("--json", action="store_true", help="Print the whole answer as JSON.")
     ev = command("eval", "Run the evaluation set and print a strict score.", "flashvl eval [options]")
     ev.add_argument("--out", type=Path, default=None, help="Write per-item results as JSONL here.")
+    ev.add_argument("--save-baseline", type=Path, default=None, help="Write this run's scores as a baseline (JSON).")
+    ev.add_argument(
+        "--compare", type=Path, default=None, metavar="BASELINE", help="Print what changed; exit 1 on a regression."
+    )
+    ev.add_argument("--max-drop", type=float, default=0.1, help="Regression threshold per category (share, 0-1).")
+    ev.add_argument("--select", default=None, help="Comma-separated item ids, or kinds (e.g. tools,unobserved).")
     batch = command(
         "batch",
         "Run a durable, resumable batch job over a folder or manifest of images.",
@@ -460,7 +466,17 @@ async def _eval(settings: Settings, args: argparse.Namespace) -> int:
         return started_runtime(s, roles)
 
     try:
-        return await run_eval(settings, args.out, start=start, on_item=on_item)
+        only = [part.strip() for part in args.select.split(",")] if getattr(args, "select", None) else None
+        return await run_eval(
+            settings,
+            args.out,
+            ids=only,
+            start=start,
+            on_item=on_item,
+            save_baseline=getattr(args, "save_baseline", None),
+            compare_to=getattr(args, "compare", None),
+            max_drop=getattr(args, "max_drop", 0.1),
+        )
     finally:
         bar.stop()
 

@@ -51,6 +51,13 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.tool_calls = Histogram(
+            "flashvl_tool_call_seconds",
+            "The language stage's tool calls (flashvl/tools/) by tool and outcome (ok, error).",
+            ["tool", "outcome"],
+            buckets=(0.001, 0.005, 0.02, 0.1, 0.5, 2.0, 5.0),
+            registry=self.registry,
+        )
         self.in_flight = Gauge("flashvl_requests_in_flight", "Requests being served.", registry=self.registry)
         self.ready = Gauge("flashvl_ready", "1 when every stage is loaded.", registry=self.registry)
         self.batch_size = Histogram(

@@ -101,6 +101,8 @@ def record_answer(request: Request, state: AppState, answer: Answer, query: Quer
     if state.settings.log_payloads and query is not None:
         log.debug("payload", prompt=query.question, answer=answer.text)
     state.metrics.routes.labels(answer.route).inc()
+    for call in answer.tools or []:
+        state.metrics.tool_calls.labels(call["name"], "error" if call.get("error") else "ok").observe(call["seconds"])
     request.state.route = answer.route
     request.state.stages = {s.name: round(s.seconds, 4) for s in answer.stages}
 

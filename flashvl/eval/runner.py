@@ -23,8 +23,18 @@ from typing import Any, Literal
 
 from flashvl.config import Settings
 
-Kind = Literal["photo", "document", "reasoning"]
-KINDS: tuple[Kind, ...] = ("photo", "document", "reasoning")
+Kind = Literal["photo", "document", "reasoning", "tools", "unobserved"]
+KINDS: tuple[Kind, ...] = ("photo", "document", "reasoning", "tools", "unobserved")
+Outcome = Literal["right", "declined", "wrong"]
+# An answer that is not right but says plainly that it cannot tell is "declined", not "wrong": a regression
+# set must see confidently wrong answers go down, not only right answers go up.
+DECLINED = re.compile(
+    r"\b(cannot|can't|can not|unable to|could not|couldn't) (tell|determine|be determined|know|see|find)\b|"
+    r"\bnot (observed|detected|visible|shown|read|in the (text|image|table))\b|\bno (such|information)\b|"
+    r"无法|不能(判断|确定)|未观察|未检测|没有(检测|识别|读)到|看不到|不确定",
+    re.IGNORECASE,
+)
+DEFAULT_MAX_DROP = 0.1  # --compare fails when a category's right share falls, or wrong share rises, by more
 DEFAULT_ITEMS = Path(__file__).parent / "data" / "items.jsonl"
 ANSWER_COLUMN_CHARS = 70
 
@@ -58,6 +68,8 @@ class ItemResult:
     matched: list[str]
     rejected: list[str]
     error: str | None = None
+    outcome: Outcome = "wrong"
+    tools: list[str] = field(default_factory=list)  # the tools the language stage used
 
 
 # ------------------------------------------------------------------ items and scoring
@@ -93,6 +105,8 @@ def select_items(
     chosen = list(items)
     if ids is not None:
         wanted = set(ids)
+        kinds = wanted & set(KINDS)  # a kind's name selects all its items
+        wanted = (wanted - kinds) | {item.id for item in items if item.kind in kinds}
         unknown = wanted - {item.id for item in items}
         if unknown:
             raise ValueError(f"unknown eval item ids: {sorted(unknown)}")
@@ -152,6 +166,7 @@ async def _run_item(pipeline: Any, item: EvalItem, settings: Settings, cache: di
         )
     seconds = time.perf_counter() - start
     verdict = score_answer(answer.text, item.expect, item.reject)
+    declined = not verdict.passed and DECLINED.search(answer.text) is not None
     return ItemResult(
         item.id,
         item.kind,
@@ -162,6 +177,8 @@ async def _run_item(pipeline: Any, item: EvalItem, settings: Settings, cache: di
         seconds=seconds,
         matched=verdict.matched,
         rejected=verdict.rejected,
+        outcome="right" if verdict.passed else "declined" if declined else "wrong",
+        tools=[call["name"] for call in (answer.tools or [])],
     )
 
 
@@ -229,7 +246,11 @@ def format_report(results: Sequence[ItemResult]) -> str:
         by_kind[r.kind].append(r)
     for kind in [k for k in KINDS if k in by_kind] + sorted(set(by_kind) - set(KINDS)):
         group = by_kind[kind]
-        lines.append(f"{kind:<10} {percent(sum(r.passed for r in group), len(group))}")
+        counts = {o: sum(r.outcome == o for r in group) for o in ("right", "declined", "wrong")}
+        lines.append(
+            f"{kind:<10} {percent(sum(r.passed for r in group), len(group))}  "
+            f"right {counts['right']} / declined {counts['declined']} / wrong {counts['wrong']}"
+        )
     total_seconds = sum(r.seconds for r in results)
     lines.append(
         f"strict score: {percent(sum(r.passed for r in results), len(results))}  [{total_seconds:.1f} s answering]"
@@ -244,6 +265,74 @@ def write_results(results: Sequence[ItemResult], out: Path) -> None:
             handle.write(json.dumps(asdict(r) | {"seconds": round(r.seconds, 4)}, ensure_ascii=False) + "\n")
 
 
+# ------------------------------------------------------------------ baselines (a regression set across models)
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def summarise(results: Sequence[ItemResult], identity: dict[str, Any]) -> dict[str, Any]:
+    """A baseline: who answered (vision and language stages, versions), per-category shares of right /
+    declined / wrong, latency, and every item's outcome and answer."""
+    by_kind: dict[str, list[ItemResult]] = defaultdict(list)
+    for r in results:
+        by_kind[r.kind].append(r)
+    categories = {
+        kind: {o: round(sum(r.outcome == o for r in group) / len(group), 4) for o in ("right", "declined", "wrong")}
+        | {"n": len(group)}
+        for kind, group in by_kind.items()
+    }
+    seconds = [r.seconds for r in results]
+    return {
+        "identity": identity,
+        "categories": categories,
+        "latency": {"p50": round(_p(seconds, 0.5), 3), "p99": round(_p(seconds, 0.99), 3)},
+        "items": {r.id: {"outcome": r.outcome, "answer": r.answer, "seconds": round(r.seconds, 3)} for r in results},
+    }
+
+
+def compare(baseline: dict[str, Any], current: dict[str, Any], max_drop: float = DEFAULT_MAX_DROP) -> tuple[str, bool]:
+    """What changed since ``baseline``: per-category shares, answers whose outcome flipped, latency; and
+    whether it regressed (a category's right share fell, or its wrong share rose, by more than ``max_drop``)."""
+    lines = [f"baseline: {json.dumps(baseline.get('identity', {}), ensure_ascii=False)}"]
+    lines.append(f"current:  {json.dumps(current.get('identity', {}), ensure_ascii=False)}")
+    regressed = False
+    for kind in sorted(set(baseline["categories"]) | set(current["categories"])):
+        old = baseline["categories"].get(kind, {"right": 0.0, "declined": 0.0, "wrong": 0.0})
+        new = current["categories"].get(kind, {"right": 0.0, "declined": 0.0, "wrong": 0.0})
+        bad = old["right"] - new["right"] > max_drop or new["wrong"] - old["wrong"] > max_drop
+        regressed |= bad and kind in current["categories"]
+        lines.append(
+            f"{kind:<10} right {old['right']:.2f} -> {new['right']:.2f}  declined {old['declined']:.2f} -> "
+            f"{new['declined']:.2f}  wrong {old['wrong']:.2f} -> {new['wrong']:.2f}{'  REGRESSED' if bad else ''}"
+        )
+    for item_id, now in current["items"].items():
+        before = baseline["items"].get(item_id)
+        if before is not None and before["outcome"] != now["outcome"]:
+            lines.append(f"flipped {item_id}: {before['outcome']} -> {now['outcome']}: {_one_line(now['answer'], 80)}")
+    old_l, new_l = baseline.get("latency", {}), current.get("latency", {})
+    lines.append(
+        f"latency p50 {old_l.get('p50', 0):.2f} -> {new_l.get('p50', 0):.2f} s, "
+        f"p99 {old_l.get('p99', 0):.2f} -> {new_l.get('p99', 0):.2f} s"
+    )
+    lines.append("REGRESSION beyond the threshold" if regressed else f"no regression beyond {max_drop:.2f}")
+    return "\n".join(lines), regressed
+
+
+def _identity(runtime: Any, settings: Settings) -> dict[str, Any]:
+    from flashvl import __version__
+
+    pipeline = runtime.pipeline
+    return {
+        "vision_stage": pipeline.vision.name,
+        "language_stage": pipeline.language.name if pipeline.language is not None else None,
+        "tools": bool(getattr(pipeline, "tools", False)),
+        "flashvl": __version__,
+    }
+
+
 async def run_eval(
     settings: Settings,
     out: Path | None = None,
@@ -253,10 +342,14 @@ async def run_eval(
     items_path: Path = DEFAULT_ITEMS,
     start: Callable[[Settings, frozenset[str]], AbstractAsyncContextManager[Any]] | None = None,
     on_item: Callable[[int, int, str], None] | None = None,
+    save_baseline: Path | None = None,
+    compare_to: Path | None = None,
+    max_drop: float = DEFAULT_MAX_DROP,
 ) -> int:
     """Load the pipeline once, answer the (selected) items, print the report; 0 when it ran.
 
-    The score is reported, not judged: a low score still exits 0. Returns 2 when the
+    The score is reported, not judged: a low score still exits 0, unless ``compare_to`` names a
+    baseline (``save_baseline`` writes one) and a category regressed beyond ``max_drop``: then 1. Returns 2 when the
     evaluation data cannot be made (scikit-image or a CJK font missing). ``start`` builds and starts
     the runtime (the CLI's shows a progress display; it raises when a stage fails to load);
     ``on_item`` is told after each answered item.
@@ -278,8 +371,18 @@ async def run_eval(
             return 1
         print(f"flashvl eval: answering {len(items)} items ...", file=sys.stderr)
         results = await evaluate(runtime.pipeline, items, settings, on_item)
+        identity = _identity(runtime, settings)
     print(format_report(results))
     if out is not None:
         write_results(results, out)
         print(f"results written to {out}")
+    summary = summarise(results, identity)
+    if save_baseline is not None:
+        save_baseline.parent.mkdir(parents=True, exist_ok=True)
+        save_baseline.write_text(json.dumps(summary, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"baseline written to {save_baseline}")
+    if compare_to is not None:
+        text, regressed = compare(json.loads(compare_to.read_text(encoding="utf-8")), summary, max_drop)
+        print(text)
+        return 1 if regressed else 0
     return 0

@@ -289,7 +289,7 @@ class Pipeline:
         messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
         if query.system and messages and messages[0].role == "system":  # the client's instructions come last
             messages[0] = ChatMessage("system", f"{messages[0].content}\n\n{query.system}")
-        records = [vision_record]
+        records, calls = [vision_record], list[tool_use.ToolCall]()
         if self.tools and query.json_schema is None:  # exact results first; the answer is written from them
             calls, plan = await tool_use.use_tools(
                 self.language, query.question, seen.observations, ocr_text, lang, timeout=self.tool_timeout_s
@@ -305,22 +305,18 @@ class Pipeline:
         run = Relay(self._generate(query, messages, records, "cascade", base, prefix_key))
         held = list[TextDelta]()  # with tool results, the answer is checked against them before it is sent
         async for delta in run:
-            if base.get("tools"):
+            if calls:
                 held.append(delta)
             else:
                 yield delta
         final: Answer = run.final
-        if held and not final.degraded:
-            calls = [
-                tool_use.ToolCall(**{k: c.get(k) for k in ("name", "arguments", "result", "seconds")})
-                for c in base["tools"]
-            ]
-            exact = None if tool_use.agrees(final.text, calls) else tool_use.tool_answer(calls, lang)
-            if exact is not None:  # the model's text missed the exact result: the tools' statement is the answer
+        if calls and not final.degraded and not tool_use.agrees(final.text, calls):
+            exact = tool_use.tool_answer(calls, lang)  # the model's text missed the exact result: say the tools'
+            if exact is not None:
                 final.text, final.confidence, final.confidence_source = exact, None, "tools"
                 held = [TextDelta(exact)]
-            for delta in held:
-                yield delta
+        for delta in held:
+            yield delta
         if final.degraded and query.json_schema is not None:  # a description is no JSON answer
             raise StageUnavailable(
                 self.language.name,

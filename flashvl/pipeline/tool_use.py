@@ -117,6 +117,19 @@ def table_query(question: str, rows: list[list[str]]) -> dict[str, str] | None:
     row = named([r[0] for r in body if r])
     if row and column:
         return {"operation": "lookup", "column": column, "row": row}
+    if row:  # a row and an attribute the table has no column for: the tool says it was not observed
+        zh = re.search(
+            re.escape(row) + r"的([\u4e00-\u9fffA-Za-z]{1,8}?)(?:是|有|为|在|多少|怎么|如何|吗|呢|？|\?)", question
+        )
+        en = re.search(
+            r"\b(?:what|which|how)\s+(?:is|are|was)\s+the\s+([a-z ]{2,30}?)\s+of\s+(?:the\s+)?" + re.escape(row),
+            question,
+            re.I,
+        )
+        found = zh or en
+        attribute = found.group(1).strip() if found is not None else None
+        if attribute:
+            return {"operation": "lookup", "column": attribute, "row": row}
     return None
 
 
@@ -202,10 +215,10 @@ async def use_tools(
     if CODE_Q.search(question) and looks_like_python(ocr_text):
         calls.append(await run_tool("check_code", {"code": code_text(observations)}, timeout=timeout))
         return calls, None
-    if not (MATH_Q.search(question) and re.search(r"\d", ocr_text)):
-        return calls, None
     if rows is not None and (query := table_query(question, rows)) is not None:
         calls.append(await run_tool("table", query, table=rows, timeout=timeout))
+        return calls, None
+    if not (MATH_Q.search(question) and re.search(r"\d", ocr_text)):
         return calls, None
     request = ChatRequest(
         messages=[

@@ -7,6 +7,7 @@ Set FLASHVL_SCREENSHOTS=DIR to keep a screenshot of each view (the README's come
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -209,6 +210,16 @@ def test_three_images_get_three_verdicts_with_the_flagged_line_outlined(opened: 
     assert abs(line["width"] / image["width"] - (376 - 17) / 393) < 0.04
     expect(page.locator("#moderate-status")).to_have_text("3 moderated.")
     shoot(page, "moderate")
+    # Dropping an image on the view moderates it too.
+    dropped = page.evaluate_handle(
+        """(b64) => { const data = new DataTransfer();
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        data.items.add(new File([bytes], "dropped.png", { type: "image/png" })); return data; }""",
+        base64.b64encode(plain.read_bytes()).decode(),
+    )
+    page.dispatch_event("#moderate-view", "drop", {"dataTransfer": dropped})
+    expect(page.locator("#moderate-results .moderate-item[data-state=done]")).to_have_count(1)
+    expect(page.locator("#moderate-results .moderate-name")).to_have_text("dropped.png")
     opened.clean()
 
 

@@ -57,7 +57,6 @@ def test_knowledge_view_uploads_searches_opens_and_asks(browser: Browser, kb_ser
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.add_init_script(CSP_PROBE)
     page.goto(f"{kb_server}/")
-    page.click("#view-tab-knowledge")  # the page's views (console.js): Knowledge is one tab
     tab = page.locator("#view-tab-knowledge")  # the page's views are tabs: open the Knowledge view
     if tab.count():
         tab.click()

@@ -201,6 +201,7 @@ def test_on_a_phone_the_page_scrolls_to_the_answer(browser: Browser, live_server
         page.goto(f"{live_server}/")
         choose_image(page, coffee_jpeg)
         page.fill("#question", RULE_QUESTION)
+        page.evaluate("window.scrollTo(0, 0)")  # from the top of the page (filling scrolled to the question)
         card = page.locator("#answer-card")
         expect(card).not_to_be_in_viewport()  # one column: the answer is below the fold
         page.click("#ask")

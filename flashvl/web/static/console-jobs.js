@@ -5,7 +5,7 @@ import { $, api, make, readAsDataUrl, showError, t } from "./console-common.js";
 
 const POLL_MS = 1500;
 const IMAGE_NAME = /\.(jpe?g|png|webp|gif|bmp|tiff?|avif)$/i;
-const view = { visible: false, timer: null, parkedShown: new Map() };
+const view = { visible: false, timer: null, parkedShown: new Map() }; // parkedShown: job id -> {count, items}
 
 async function manifestFromFolder(files) {
   const images = files.filter((file) => IMAGE_NAME.test(file.name) || file.type.startsWith("image/"));
@@ -29,13 +29,19 @@ async function download(job, format) {
 }
 
 async function showParked(job, list) {
+  const known = view.parkedShown.get(job.job_id);
+  if (known && known.count === job.parked) {
+    list.replaceChildren(...known.items.map((text) => make("li", "job-parked-item", text)));
+    return;
+  }
   const rows = (await api(`jobs/${encodeURIComponent(job.job_id)}/results?format=jsonl`, { raw: true }).then((r) => r.text()))
     .split("\n")
     .filter(Boolean)
     .map((line) => JSON.parse(line))
     .filter((row) => row.status === "parked");
-  list.replaceChildren(...rows.map((row) => make("li", "job-parked-item", `${row.key}: ${row.error}`)));
-  view.parkedShown.set(job.job_id, rows.length);
+  const items = rows.map((row) => `${row.key}: ${row.error}`);
+  list.replaceChildren(...items.map((text) => make("li", "job-parked-item", text)));
+  view.parkedShown.set(job.job_id, { count: job.parked, items }); // fetched again only when the count changes
 }
 
 function renderJob(job) {

@@ -48,8 +48,8 @@ async function moderateOne(file, li, img, layer) {
   }
 }
 
-$("moderate-files").addEventListener("change", async (event) => {
-  const files = Array.from(event.target.files || []);
+async function moderateFiles(files) {
+  if (!files.length) return;
   const list = $("moderate-results");
   list.replaceChildren();
   const jobs = files.map((file) => {
@@ -76,4 +76,14 @@ $("moderate-files").addEventListener("change", async (event) => {
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, worker));
   status.textContent = t("moderate.done", { count: files.length });
+}
+
+$("moderate-files").addEventListener("change", (event) => moderateFiles(Array.from(event.target.files || [])));
+// Images dropped anywhere on the view (app.js keeps a drop elsewhere from leaving the page).
+const card = $("moderate-view");
+card.addEventListener("dragover", (event) => event.preventDefault());
+card.addEventListener("drop", (event) => {
+  event.preventDefault();
+  const files = Array.from((event.dataTransfer && event.dataTransfer.files) || []);
+  moderateFiles(files.filter((file) => !file.type || file.type.startsWith("image/")));
 });

@@ -6,7 +6,7 @@
 set -euo pipefail
 image="${1:-localhost/debian-py:bookworm}"
 engine="${CONTAINER_ENGINE:-podman}"
-if "$engine" image exists "$image" 2>/dev/null; then
+if "$engine" image inspect "$image" >/dev/null 2>&1; then
   echo "container-base: $image exists" >&2
   exit 0
 fi

@@ -75,7 +75,7 @@ def image(request: pytest.FixtureRequest) -> Iterator[Image]:
     made_base = False
     if not base:
         base = BASE
-        exists = subprocess.run([*engine, "image", "exists", base], capture_output=True).returncode == 0
+        exists = subprocess.run([*engine, "image", "inspect", base], capture_output=True).returncode == 0
         if not exists:
             if not shutil.which("debootstrap") or os.geteuid() != 0:
                 pytest.skip("making the Debian base image needs root and debootstrap (or set FLASHVL_TEST_IMAGE_BASE)")
@@ -100,11 +100,12 @@ def image(request: pytest.FixtureRequest) -> Iterator[Image]:
         check=True,
     ).stdout.strip()
     result = Image(engine, f"{name}:{version}", build_s, int(size) // 1_000_000)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     line = f"container image: built {result.name} on {base} in {build_s:.0f} s, {result.size_mb} MB"
-    if reporter is not None:
-        reporter.write_line(line)
-    print(line)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # shown in the run's output, passed or not
+            reporter.write_line(line)
     try:
         yield result
     finally:

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import io
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from render import render_table, render_text
 
 pytestmark = pytest.mark.slow

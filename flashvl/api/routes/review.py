@@ -35,7 +35,7 @@ class Resolution(BaseModel):
 async def list_reviews(
     state: State,
     status: Literal["open", "resolved", "all"] = "open",
-    limit: int = Query(100, ge=1, le=1000, description="At most this many items."),
+    limit: int = Query(1000, ge=1, le=1000, description="At most this many items (the queue keeps 1000 by default)."),
     offset: int = Query(0, ge=0, description="Skip this many (paging)."),
     reason: str | None = Query(None, max_length=200, description="Only items with a reason containing this."),
 ) -> dict[str, Any]:

@@ -68,6 +68,8 @@ def ask(client: httpx.Client, base: str, image: str, question: str, max_tokens: 
     response.raise_for_status()
     wall = time.perf_counter() - start
     steps = next(s for s in response.json()["stages"] if s["name"] == "language")["steps"]
+    if "prompt" not in steps:
+        print(f"no prompt step in the language stage's steps: {steps}", flush=True)
     return {
         "wall": wall,
         "prompt": float(steps.get("prompt", 0.0)),

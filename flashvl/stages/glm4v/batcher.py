@@ -57,6 +57,10 @@ class Job(Generic[R]):
         except RuntimeError:  # the event loop is closed: nobody is listening
             self.cancelled.set()
 
+    def end(self) -> None:
+        """This job is done (its consumer returns now, while the batch may go on; thread-safe)."""
+        self.emit(_END)
+
 
 class DynamicBatcher(Generic[P, R]):
     def __init__(

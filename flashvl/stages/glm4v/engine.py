@@ -375,6 +375,7 @@ def run_continuous(
                 prompt_s=entry.prompt_s,
             )
         )
+        job.end()  # its client gets the answer now, not when the batch's last row is done
 
     with torch.inference_mode():
         while True:

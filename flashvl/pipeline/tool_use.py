@@ -133,6 +133,24 @@ def table_query(question: str, rows: list[list[str]]) -> dict[str, str] | None:
     return None
 
 
+CHANGE_Q = re.compile(r"\bchange\b|找零|找回|找多少|找我", re.IGNORECASE)
+_DIFFERENCE = re.compile(r"\s*([$¥￥]?\s*\d[\d,]*(?:\.\d+)?)\s*-\s*([$¥￥]?\s*\d[\d,]*(?:\.\d+)?)\s*")
+
+
+def change_order(expression: str) -> str:
+    """Change is what was paid minus the total, never negative: ``71.50 - 100`` (a small model's usual
+    slip) becomes ``100 - 71.50``; anything but a plain difference is left as it is."""
+    match = _DIFFERENCE.fullmatch(expression)
+    if match is None:
+        return expression
+
+    def value(text: str) -> float:
+        return float(re.sub(r"[^\d.]", "", text))
+
+    first, second = match.group(1), match.group(2)
+    return f"{second.strip()} - {first.strip()}" if value(first) < value(second) else expression
+
+
 def _expression(text: str) -> str | None:
     line = text.strip().splitlines()[0].strip().strip("`").strip() if text.strip() else ""
     line = re.sub(r"^(expression|answer|表达式)\s*[:：=]\s*", "", line, flags=re.I).rstrip("=。. ")
@@ -242,6 +260,8 @@ async def use_tools(
         steps=generation.timings.steps | {f"{k}_tokens": v for k, v in generation.timings.tokens.items()},
     )
     expression = _expression(generation.text)
+    if expression is not None and CHANGE_Q.search(question):
+        expression = change_order(expression)
     if expression is not None:
         calls.append(await run_tool("calculate", {"expression": expression}, timeout=timeout))
     return calls, record

@@ -72,5 +72,7 @@ def test_gates_keep_plain_questions_tool_free() -> None:
     assert tool_use.MATH_Q.search("What is the total of this receipt?")
     assert not tool_use.MATH_Q.search("What is the invoice number?")
     assert tool_use._expression("100 - 71.50") == "100 - 71.50"
+    assert tool_use.change_order("71.50 - 100.00") == "100.00 - 71.50"
+    assert tool_use.change_order("100 - 71.50") == "100 - 71.50" and tool_use.change_order("1 + 2") == "1 + 2"
     assert tool_use._expression("NONE") is None and tool_use._expression("The answer is 5") is None
     assert isinstance(tool_use.describe_results([ToolCall("calculate", {}, None, 0.0, "bad")], "en"), str)

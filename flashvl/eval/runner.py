@@ -302,8 +302,11 @@ def compare(baseline: dict[str, Any], current: dict[str, Any], max_drop: float =
     for kind in sorted(set(baseline["categories"]) | set(current["categories"])):
         old = baseline["categories"].get(kind, {"right": 0.0, "declined": 0.0, "wrong": 0.0})
         new = current["categories"].get(kind, {"right": 0.0, "declined": 0.0, "wrong": 0.0})
+        if kind not in baseline["categories"] or kind not in current["categories"]:
+            lines.append(f"{kind:<10} only in the {'current run' if kind in current['categories'] else 'baseline'}")
+            continue  # nothing to compare it with
         bad = old["right"] - new["right"] > max_drop or new["wrong"] - old["wrong"] > max_drop
-        regressed |= bad and kind in current["categories"]
+        regressed |= bad
         lines.append(
             f"{kind:<10} right {old['right']:.2f} -> {new['right']:.2f}  declined {old['declined']:.2f} -> "
             f"{new['declined']:.2f}  wrong {old['wrong']:.2f} -> {new['wrong']:.2f}{'  REGRESSED' if bad else ''}"

@@ -25,6 +25,9 @@ def test_compare_flags_a_regression_and_lists_flips() -> None:
     worse = summarise([_result("a", "tools", "wrong"), _result("b", "tools", "wrong")], {"language_stage": "new"})
     text, regressed = compare(before, worse)
     assert regressed and "REGRESSED" in text and "flipped a: right -> wrong" in text
+    other = summarise([_result("c", "unobserved", "wrong")], {})
+    text, regressed = compare(before, other)
+    assert not regressed and "unobserved only in the current run" in text and "tools      only in the baseline" in text
     assert "right 1 / declined 0 / wrong 1" in format_report(
         [_result("a", "tools", "right"), _result("b", "tools", "wrong")]
     )

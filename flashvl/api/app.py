@@ -49,6 +49,56 @@ class StartupFailed(Exception):
     """A stage could not be built (a bad spec); the message is the one-line cause."""
 
 
+def startup_failed(exc: Exception, on_fatal: Callable[[str], None] | None) -> StartupFailed:
+    """A stage could not be built: log one line, tell the caller (``serve`` exits with it), and fail."""
+    cause = f"cannot build the stages: {exc.message if isinstance(exc, FlashvlError) else exc}"
+    log.error("startup_failed", cause=cause)
+    if on_fatal is not None:
+        on_fatal(cause)
+    return StartupFailed(cause)
+
+
+async def load_or_report(runtime: Runtime, on_fatal: Callable[[str], None] | None, **ready: Any) -> None:
+    """Load every stage; one ``startup_failed`` line (and ``on_fatal``) if any failed, else a ``ready`` line."""
+    began = time.perf_counter()
+    await runtime.start()
+    failed = {role: status for role, status in runtime.stage_status.items() if status.startswith("failed")}
+    if failed:
+        cause = "; ".join(
+            f"the {role} stage failed to load: {status.removeprefix('failed: ')}" for role, status in failed.items()
+        )
+        log.error("startup_failed", cause=cause)
+        if on_fatal is not None:
+            on_fatal(cause)
+        return
+    log.info("ready", **ready, seconds=round(time.perf_counter() - began, 3), stages=runtime.load_seconds)
+
+
+def add_http_layers(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Error handlers and the middleware stack every flashvl app has (the full app and a stage-only one):
+    request context -> CORS (only if origins are listed) -> security gate -> body and header limits."""
+    _install_error_handlers(app, metrics)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=body_limit(settings),
+        read_timeout_s=settings.body_read_timeout_s,
+        min_bytes_per_s=settings.body_min_bytes_per_s,
+        max_headers=settings.max_header_count,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    # Auth, address allowlist, rate/concurrency limits (flashvl/security, SECURITY.md).
+    app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
+    if settings.cors_allow_origins:  # CORS is off unless origins are listed explicitly
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        )
+    app.add_middleware(RequestContext, metrics=metrics)
+
+
 def create_app(
     settings: Settings, *, on_fatal: Callable[[str], None] | None = None, stages: Mapping[str, Any] | None = None
 ) -> FastAPI:
@@ -62,29 +112,14 @@ def create_app(
     metrics = Metrics()
 
     async def load(runtime: Runtime) -> None:
-        began = time.perf_counter()
-        await runtime.start()
-        failed = {role: status for role, status in runtime.stage_status.items() if status.startswith("failed")}
-        if failed:
-            cause = "; ".join(
-                f"the {role} stage failed to load: {status.removeprefix('failed: ')}" for role, status in failed.items()
-            )
-            log.error("startup_failed", cause=cause)
-            if on_fatal is not None:
-                on_fatal(cause)
-            return
-        log.info("ready", seconds=round(time.perf_counter() - began, 3), stages=runtime.load_seconds)
+        await load_or_report(runtime, on_fatal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             runtime = Runtime(settings, metrics=metrics, stages=stages)
         except Exception as exc:  # a bad stage spec: nothing to serve
-            cause = f"cannot build the stages: {exc.message if isinstance(exc, FlashvlError) else exc}"
-            log.error("startup_failed", cause=cause)
-            if on_fatal is not None:
-                on_fatal(cause)
-            raise StartupFailed(cause) from None
+            raise startup_failed(exc, on_fatal) from None
         state = AppState(runtime, metrics)
         app.state.flashvl = state
         metrics.registry.register(PipelineCollector(lambda: runtime.pipeline))
@@ -120,26 +155,7 @@ def create_app(
     app.include_router(job_routes.router)
     app.include_router(kb_routes.router)
     app.include_router(docs.router)
-    _install_error_handlers(app, metrics)
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=body_limit(settings),
-        read_timeout_s=settings.body_read_timeout_s,
-        min_bytes_per_s=settings.body_min_bytes_per_s,
-        max_headers=settings.max_header_count,
-        max_header_bytes=settings.max_header_bytes,
-    )
-    # Auth, address allowlist, rate/concurrency limits, model queue (flashvl/security, SECURITY.md).
-    app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
-    if settings.cors_allow_origins:  # CORS is off unless origins are listed explicitly
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_allow_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
-        )
-    app.add_middleware(RequestContext, metrics=metrics)
+    add_http_layers(app, settings, metrics)
     # Swagger UI's and ReDoc's files (a package's, not a CDN's) for /docs and /redoc; before /static.
     app.mount(docs.ASSETS_URL, StaticFiles(directory=docs.ASSETS_DIR), name="apidocs")
     app.mount("/static", StaticFiles(directory=WEB_ROOT), name="static")

@@ -35,10 +35,9 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from flashvl import __version__
-from flashvl.api.app import StartupFailed, _install_error_handlers, body_limit
+from flashvl.api.app import add_http_layers, load_or_report, startup_failed
 from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready, State
-from flashvl.api.middleware import BodySizeLimit, RequestContext
 from flashvl.api.openai_schemas import ChatCompletionRequest, ImagePart, TextPart
 from flashvl.api.routes import health
 from flashvl.config import Settings
@@ -48,7 +47,6 @@ from flashvl.pipeline.admission import ModelQueueCollector
 from flashvl.pipeline.guarded import Failure
 from flashvl.pipeline.resilience import VisionDown
 from flashvl.runtime import Runtime
-from flashvl.security.middleware import SecurityGate
 from flashvl.stages.base import ChatMessage, ChatRequest, Generation, TextDelta, VisionRequest
 
 log = get_logger("flashvl.stage_app")
@@ -65,16 +63,7 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
     metrics = Metrics()
 
     async def load(runtime: Runtime) -> None:
-        began = time.perf_counter()
-        await runtime.start()
-        failed = {r: s for r, s in runtime.stage_status.items() if s.startswith("failed")}
-        if failed:
-            cause = "; ".join(f"the {r} stage failed to load: {s.removeprefix('failed: ')}" for r, s in failed.items())
-            log.error("startup_failed", cause=cause)
-            if on_fatal is not None:
-                on_fatal(cause)
-            return
-        log.info("ready", only=role, seconds=round(time.perf_counter() - began, 3), stages=runtime.load_seconds)
+        await load_or_report(runtime, on_fatal, only=role)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,11 +75,7 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
             if role == "language" and runtime.language_stage is None:
                 raise FlashvlError("bad_setting", "--only language needs a language stage (--language is 'none')", 500)
         except Exception as exc:
-            cause = f"cannot build the stages: {exc.message if isinstance(exc, FlashvlError) else exc}"
-            log.error("startup_failed", cause=cause)
-            if on_fatal is not None:
-                on_fatal(cause)
-            raise StartupFailed(cause) from None
+            raise startup_failed(exc, on_fatal) from None
         state = AppState(runtime, metrics)
         app.state.flashvl = state
         metrics.registry.register(ModelQueueCollector(lambda: runtime.admission))
@@ -114,17 +99,7 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
     )
     app.include_router(_router(role))
     app.include_router(health.router)
-    _install_error_handlers(app, metrics)
-    app.add_middleware(
-        BodySizeLimit,
-        max_bytes=body_limit(settings),
-        read_timeout_s=settings.body_read_timeout_s,
-        min_bytes_per_s=settings.body_min_bytes_per_s,
-        max_headers=settings.max_header_count,
-        max_header_bytes=settings.max_header_bytes,
-    )
-    app.add_middleware(SecurityGate, settings=settings, metrics=metrics)
-    app.add_middleware(RequestContext, metrics=metrics)
+    add_http_layers(app, settings, metrics)
     return app
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 
 import pytest
 from PIL import Image
@@ -18,34 +17,12 @@ from flashvl.media import decode_image
 from flashvl.pipeline.arbitration import Arbiter
 from flashvl.pipeline.arbitration_policy import parse_vote
 from flashvl.pipeline.service import Answer, Query
-from flashvl.stages.base import ChatRequest, Generation, TextDelta
 from flashvl.stages.brain_model import ensure_brain_model
 from flashvl.stages.llamacpp import LlamaCppLanguageStage
 from flashvl.stages.offline.stage import OfflineVisionStage
-from tests.pipelines import build_pipeline
+from tests.pipelines import ScriptedLanguage, build_pipeline
 
 WRONG = "Two dogs are playing football on a green lawn."
-
-
-class ScriptedLanguage:
-    """Always gives the same (wrong) answer."""
-
-    name = "scripted"
-    model_id = "scripted"
-
-    async def load(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def fingerprint(self) -> dict[str, str]:
-        return {"model_id": self.model_id}
-
-    async def generate(self, request: ChatRequest) -> Generation:
-        return Generation(self.name, WRONG)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
-        yield TextDelta(WRONG)
-        yield Generation(self.name, WRONG)
 
 
 def test_parse_vote() -> None:
@@ -65,8 +42,8 @@ def test_the_voter_runs_on_an_open_conflict_and_decides_the_review() -> None:
         await vision.load()
         await voter.load()
         arbiter = Arbiter(settings.arbitration_similarity_threshold)
-        pipeline = build_pipeline(vision, ScriptedLanguage(), arbiter=arbiter)
-        voting = build_pipeline(vision, ScriptedLanguage(), arbiter=arbiter, voter=voter)
+        pipeline = build_pipeline(vision, ScriptedLanguage(WRONG), arbiter=arbiter)
+        voting = build_pipeline(vision, ScriptedLanguage(WRONG), arbiter=arbiter, voter=voter)
         buffer = io.BytesIO()
         Image.fromarray(data.coffee()).save(buffer, "JPEG")
         image = decode_image(buffer.getvalue(), settings, "path")

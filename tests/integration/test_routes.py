@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from PIL import Image
@@ -21,31 +21,11 @@ from flashvl.config import Settings
 from flashvl.media import decode_image
 from flashvl.media.types import LoadedImage
 from flashvl.pipeline.service import Answer, Query
-from flashvl.stages.base import ChatRequest, Generation, TextDelta
 from flashvl.stages.offline.stage import OfflineVisionStage
-from tests.pipelines import build_pipeline
+from tests.pipelines import ScriptedLanguage, build_pipeline
 
 pytestmark = pytest.mark.slow
 SCRIPTED = "From the observations: a cat was detected."
-
-
-class ScriptedLanguage:
-    name = "scripted"
-    model_id = "scripted"
-
-    async def load(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def fingerprint(self) -> dict[str, str]:
-        return {"model_id": self.model_id}
-
-    async def generate(self, request: ChatRequest) -> Generation:
-        return Generation(self.name, SCRIPTED)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
-        yield TextDelta(SCRIPTED)
-        yield Generation(self.name, SCRIPTED)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +44,7 @@ def load(name: str) -> LoadedImage:
 
 
 def ask(stage: OfflineVisionStage, question: str, route: str | None = None, language: bool = True) -> Answer:
-    pipeline = build_pipeline(stage, ScriptedLanguage() if language else None)
+    pipeline = build_pipeline(stage, ScriptedLanguage(SCRIPTED) if language else None)
     return asyncio.run(pipeline.answer(Query([load("chelsea")], question, route=route)))  # type: ignore[arg-type]
 
 

@@ -62,11 +62,15 @@ DOCUMENT_ZH = (
 DOCUMENT_MIN_CHARS = 40
 
 
-def cascade_messages(question: str, description: str, ocr_text: str, lang: Lang) -> list[ChatMessage]:
+def cascade_messages(
+    question: str, description: str, ocr_text: str, lang: Lang, not_observed: list[str] | None = None
+) -> list[ChatMessage]:
     """Messages for answering ``question`` from what the vision stage reported.
 
     Images that are mostly text (documents, screenshots) get only the OCR text:
-    object labels on a page of text are noise that small models latch onto.
+    object labels on a page of text are noise that small models latch onto. What the question asks
+    that no part measured (``not_observed``, from the vision stage) comes after the observations,
+    with the question, so the prompt's prefix (system + observations) stays the same per image.
     """
     if len(ocr_text) >= DOCUMENT_MIN_CHARS:
         observed = ("图中文字(OCR 识别结果):\n" if lang == "zh" else "Text read from the image (OCR):\n") + ocr_text
@@ -75,4 +79,11 @@ def cascade_messages(question: str, description: str, ocr_text: str, lang: Lang)
         observed = ("观察结果:\n" if lang == "zh" else "Observations:\n") + description
         system = SYSTEM_ZH if lang == "zh" else SYSTEM_EN
     question_line = f"问题:{question}" if lang == "zh" else f"Question: {question}"
+    if not_observed:
+        note = (
+            "没有任何部件观察到(回答这部分时说未观察到):" + ";".join(not_observed)
+            if lang == "zh"
+            else 'Not observed by any part (answer that part with "not observed"): ' + "; ".join(not_observed)
+        )
+        question_line = f"{note}\n{question_line}"
     return [ChatMessage("system", system), ChatMessage("user", f"{observed}\n\n{question_line}")]

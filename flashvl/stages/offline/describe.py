@@ -97,7 +97,8 @@ def describe_objects(obs: Observations, lang: Lang) -> str:
     return text
 
 
-def _labels(obs: Observations, lang: Lang) -> str:
+def describe_labels(obs: Observations, lang: Lang) -> str:
+    """The classifier's likely labels (those above MIN_LABEL_SCORE), or an empty string."""
     kept = [label for label in obs.labels if label["score"] >= MIN_LABEL_SCORE][:3]
     if not kept:
         return ""
@@ -153,7 +154,7 @@ def describe(obs: Observations, lang: Lang) -> str:
     pieces = [
         head,
         describe_objects(obs, lang),
-        _labels(obs, lang),
+        describe_labels(obs, lang),
         _colours(obs, lang),
         _text(obs, lang),
         _safety(obs, lang),

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flashvl.stages.offline.describe import describe_objects
-from flashvl.stages.offline.scene import Observations, SceneObject
+from flashvl.stages.offline.scene import Observations
+from flashvl.stages.offline.scope import colour_target_known, named_object, not_observed, unobserved_what
 from flashvl.text.language import Lang
 
 
@@ -62,72 +63,21 @@ def safety_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | No
 # ------------------------------------------------------------------ colour
 
 
-def _named_object(question: str, obs: Observations) -> SceneObject | None:
-    q = question.lower()
-    for obj in obs.objects:
-        if re.search(rf"\b{re.escape(obj.label)}s?\b", q) or obj.label_zh in question:
-            return obj
-    return None
+NOT_OBSERVED = "rule:not_observed"
 
 
-# What the colour statistics measure: the whole image, its background and its main (centre) subject.
-_WHOLE_EN = {
-    "image",
-    "picture",
-    "photo",
-    "photograph",
-    "it",
-    "this",
-    "that",
-    "background",
-    "foreground",
-    "subject",
-    "main subject",
-    "object",
-    "thing",
-    "shape",
-    "square",
-    "rectangle",
-    "circle",
-    "triangle",
-    "centre",
-    "center",
-}
-_WHOLE_ZH = re.compile(
-    r"^(这张|这幅|这个|那个|整张|整个|整体)?(图片?|图像|照片|画面|背景|主体|前景|它|这|形状|方块|圆形?|方形|正方形|长方形|三角形?|整体)?$"
-)
-_COLOUR_TARGET_EN = re.compile(
-    r"colou?rs?\s+(?:is|are|of)\s+(?:the\s+|its\s+|his\s+|her\s+|their\s+|this\s+|that\s+|these\s+|those\s+)?"
-    r"(?P<target>[a-z][a-z ]*?)\s*(?:[?.!,;]|$|\b(?:in|on|at)\b)",
-    re.IGNORECASE,
-)
-_COLOUR_TARGET_ZH = re.compile(r"(?P<target>[\u4e00-\u9fff]*?)(?:是|呈)?(?:什么颜色|什么色|哪种颜色|哪种色|的颜色)")
-
-
-def _colour_target_known(question: str, obs: Observations) -> bool:
-    """The question asks for the colour of something the measurements cover: the whole image, its
-    background or subject, or a detected object. "What colour are its eyes?" is not (no part measures
-    eyes), nor "What colour is the car?" when no car was detected."""
-    en = _COLOUR_TARGET_EN.search(question)
-    zh = _COLOUR_TARGET_ZH.search(question)
-    if (en and re.search(r"\band\b", en.group("target"))) or (zh and re.search("[和与跟]", zh.group("target"))):
-        return False  # two things: one colour would answer half the question
-    if _named_object(question, obs):
-        return True
-    if en:
-        return re.sub(r"^(?:in|on) (?:the |this )?", "", en.group("target").strip().lower()) in _WHOLE_EN
-    if zh:
-        target = re.sub(r"^(图中|图里|图片中|图片里|画面中|画面里)", "", zh.group("target"))
-        return _WHOLE_ZH.match(target.removesuffix("的")) is not None
-    return True  # "What is the main colour?", "主色调是什么颜色": the image as a whole
+def unobserved_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
+    """Something no part measures (eyes, what someone is doing): "not observed" and what was observed."""
+    what = unobserved_what(question, obs, lang)
+    return RuleAnswer(not_observed([what], obs, lang), NOT_OBSERVED, None) if what else None
 
 
 def colour_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | None:
     if not (_has(r"\bcolou?rs?\b", question) or _has(r"颜色|什么色|哪种色", question)):
         return None
-    if not obs.background or not obs.foreground or not _colour_target_known(question, obs):
+    if not obs.background or not obs.foreground or not colour_target_known(question, obs):
         return None
-    target = _named_object(question, obs)
+    target = named_object(question, obs)
     if target and target.colour:
         c = target.colour
         if lang == "zh":
@@ -304,7 +254,15 @@ def objects_rule(question: str, obs: Observations, lang: Lang) -> RuleAnswer | N
 
 
 Rule = Callable[[str, Observations, Lang], RuleAnswer | None]
-RULES: tuple[Rule, ...] = (safety_rule, range_rule, read_text_rule, colour_rule, count_rule, objects_rule)
+RULES: tuple[Rule, ...] = (
+    safety_rule,
+    range_rule,
+    read_text_rule,
+    unobserved_rule,
+    colour_rule,
+    count_rule,
+    objects_rule,
+)
 
 
 _QUESTION_WORD_EN = r"(?:what|which|how|where|who|whom|whose|why|when|is|are|does|do|did|can|could|should|would)"
@@ -354,9 +312,19 @@ def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleA
     if any(a is None for a in answers):
         return None
     done = [a for a in answers if a is not None]
+    whats = [w for part in parts if (w := unobserved_what(part, obs, lang))]
+    if whats:  # one "not observed" sentence for every such part, then the parts rules answered
+        measured = [a for a in done if a.source != NOT_OBSERVED]
+        done = [RuleAnswer(not_observed(whats, obs, lang), NOT_OBSERVED, None), *measured]
     scores = [a.confidence for a in done if a.confidence is not None]
     return RuleAnswer(  # one rule answering two parts ("which objects? where are they?") says it once
         ("" if lang == "zh" else " ").join(dict.fromkeys(a.text for a in done)),
         "+".join(dict.fromkeys(a.source for a in done)),
         min(scores) if scores else None,
     )
+
+
+def unmeasured_parts(question: str | None, obs: Observations, lang: Lang) -> list[str]:
+    """What the question's parts ask that no part measures, for the language stage's prompt when rules
+    do not answer the whole question ("what animal is this, and what colour are its eyes?")."""
+    return [w for part in question_parts(question) if (w := unobserved_what(part, obs, lang))] if question else []

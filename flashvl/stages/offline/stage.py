@@ -20,7 +20,7 @@ from flashvl.media.types import LoadedImage
 from flashvl.stages.base import Box, Timings, VisionRequest, VisionResult
 from flashvl.stages.offline.colours import background_and_foreground, dominant_colours
 from flashvl.stages.offline.describe import caption, describe
-from flashvl.stages.offline.rules import answer_by_rule
+from flashvl.stages.offline.rules import answer_by_rule, unmeasured_parts
 from flashvl.stages.offline.scene import Observations, find_disagreements, place_objects, relate
 from flashvl.text.language import detect_language
 
@@ -140,10 +140,12 @@ class OfflineVisionStage:
         with timings.measure("interpret"):
             rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
             description = describe(obs, lang)
+            unmeasured = unmeasured_parts(request.question, obs, lang) if request.task == "vqa" and not rule else []
+            extra = {"description": description} | ({"not_observed": unmeasured} if unmeasured else {})
         return VisionResult(
             stage=self.name,
             description=caption(obs, lang) if request.task == "caption" else description,
-            observations=obs.to_dict() | {"description": description},
+            observations=obs.to_dict() | extra,
             answer=rule.text if rule else None,
             answer_source=rule.source if rule else None,
             confidence=rule.confidence if rule else _caption_confidence(obs),

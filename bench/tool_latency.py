@@ -3,7 +3,7 @@
 Runs the regression set's "tools" items (rendered pages: receipts, exercises, price tables, code)
 in-process twice, with the tools off (the plain cascade: one language call) and on (tools, maybe a
 one-line plan call, then the answer), interleaved per round so machine noise hits both alike, and
-writes bench/results/tool_latency.md (or ``--out-dir``). Run: .venv/bin/python bench/tool_latency.py
+writes bench/results/tool_latency.md and .png (or ``--out-dir``). Run: .venv/bin/python bench/tool_latency.py
 """
 
 from __future__ import annotations
@@ -47,6 +47,22 @@ async def main(rounds: int, out_dir: Path, kinds: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tool_latency.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+    _plot(seconds, out_dir / "tool_latency.png")
+
+
+def _plot(seconds: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot(list(seconds.values()), whis=(1, 99))
+    ax.set_xticks(range(1, len(seconds) + 1), list(seconds))
+    ax.set_ylabel("seconds per answer")
+    ax.set_title("Tool-using vs plain cascade answers (whiskers p1-p99)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import httpx
 
 from flashvl.testing import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMFYUI_SRC = REPO.parent / "shared" / "third_party" / "comfyui"
 NODE_PACKAGE = REPO / "integrations" / "comfyui"
 PACKAGE_NAME = "flashvl_nodes"

@@ -1,6 +1,6 @@
 """The flashvl ComfyUI nodes (integrations/comfyui/) run in a real ComfyUI against real flashvl servers.
 
-One module-wide stack, all on 127.0.0.1: flashvl server A (offline vision, no language stage, API keys
+One stack (comfyui_stack.py), all on 127.0.0.1: flashvl server A (offline vision, no language stage, API keys
 on, a 1 Mpx pixel cap so a 413 is reachable), flashvl server B (a key ComfyUI does not have: 401s; later
 stopped: unreachable), ComfyUI with the V3 nodes and ComfyUI with the classic V1 fallback
 (``FLASHVL_COMFYUI_NODES=v1``), both holding A's key in FLASHVL_API_KEY. Every node output is compared
@@ -9,142 +9,24 @@ with what the flashvl API itself answers for the same image.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import importlib.util
-import io
 import json
 import re
-import secrets
-import socket
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import comfyui_harness as harness
 import httpx
 import numpy as np
 import pytest
+from comfyui_stack import EXAMPLES, NODE_IDS, OBJECTS_Q, Stack, b64, with_server
 from PIL import Image
 
-from flashvl.testing import ServerProcess, start_server, stop_server
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-import comfyui_harness as harness
-from render import render_table
+from flashvl.testing import stop_server
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(harness.skip_reason() is not None, reason=harness.skip_reason() or ""),
 ]
-
-NODE_IDS = [
-    "FlashvlAsk",
-    "FlashvlCaption",
-    "FlashvlOCR",
-    "FlashvlModerate",
-    "FlashvlDetect",
-    "FlashvlLoadImageFolder",
-    "FlashvlSaveJSONL",
-]
-OBJECTS_Q = "What objects are in the image and where are they?"
-EXAMPLES = harness.NODE_PACKAGE / "examples"
-TABLE = [["Item", "Qty", "Price"], ["Apple", "2", "1.50"], ["Pear", "3", "0.80"], ["Plum", "5", "2.25"]]
-
-
-def _png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _images() -> dict[str, bytes]:
-    """Three different 512x512 photos, a table page, and an oversized image for the folder test."""
-    from skimage import data
-
-    def square(array: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(array).resize((512, 512), Image.Resampling.BICUBIC))
-
-    table = np.asarray(render_table(TABLE).convert("RGB"))
-    return {
-        "astronaut.png": _png(data.astronaut()),
-        "chelsea.png": _png(square(data.chelsea())),
-        "coffee.png": _png(square(data.coffee())),
-        "table.png": _png(table),
-        "rocket.png": _png(data.rocket()),  # 427x640, its own size in the folder test
-    }
-
-
-class Stack:
-    def __init__(
-        self,
-        a: ServerProcess,
-        b: ServerProcess,
-        v3: harness.ComfyUI,
-        v1: harness.ComfyUI,
-        key: str,
-        images: dict[str, bytes],
-    ) -> None:
-        self.a, self.b, self.v3, self.v1, self.key, self.images = a, b, v3, v1, key, images
-        self.headers = {"Authorization": f"Bearer {key}"}
-
-    def api(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = httpx.post(f"{self.a.base}{path}", headers=self.headers, timeout=60, **kwargs)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def infer(self, name: str, prompt: str) -> dict[str, Any]:
-        return self.api("/infer", json={"image_base64": _b64(self.images[name]), "prompt": prompt})
-
-
-def _b64(content: bytes) -> str:
-    import base64
-
-    return base64.b64encode(content).decode()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("comfyui")
-    key, other = f"fvl_{secrets.token_urlsafe(32)}", f"fvl_{secrets.token_urlsafe(32)}"
-    entry = f"comfy:infer:{hashlib.sha256(key.encode()).hexdigest()}"
-    other_entry = f"other:infer:{hashlib.sha256(other.encode()).hexdigest()}"
-    roots = {form: harness.prepare(tmp / form) for form in ("v3", "v1")}
-    images = _images()
-    for root in roots.values():
-        inbox = root / "input" / "moderation_inbox"
-        inbox.mkdir()
-        for name, content in images.items():
-            (root / "input" / name).write_bytes(content)
-        (root / "input" / "example.png").write_bytes(images["astronaut.png"])
-        for name in ("coffee.png", "astronaut.png", "rocket.png"):
-            (inbox / name).write_bytes(images[name])
-        (inbox / "notes.txt").write_text("not an image: skipped")
-    a = start_server(["--language", "none", "--api-keys", entry, "--max-image-pixels", "1000000"], tmp / "a.log")
-    b = start_server(["--language", "none", "--api-keys", other_entry], tmp / "b.log")
-    env = {"FLASHVL_API_KEY": key, "FLASHVL_URL": a.base}
-    v3 = harness.start(roots["v3"], env)
-    v1 = harness.start(roots["v1"], env | {"FLASHVL_COMFYUI_NODES": "v1"})
-    try:
-        for comfy in (v3, v1):
-            harness.wait_ready(comfy)
-        yield Stack(a, b, v3, v1, key, images)
-    finally:
-        for comfy in (v3, v1):
-            harness.stop(comfy)
-        for server in (a, b):
-            stop_server(server.proc)
-
-
-def _with_server(prompt: dict[str, Any], server_url: str) -> dict[str, Any]:
-    prompt = copy.deepcopy(prompt)
-    for node in prompt.values():
-        if "server_url" in node["inputs"]:
-            node["inputs"]["server_url"] = server_url
-    return prompt
 
 
 # ---------------------------------------------------------------------- loading
@@ -257,14 +139,14 @@ def test_caption_ocr_moderate_detect_match_the_api(stack: Stack) -> None:
     caption = stack.api("/caption", files={"file": ("a.png", astronaut, "image/png")})["caption"]
     assert harness.texts(entry, "11") == [caption]
 
-    ocr = stack.api("/ocr", json={"image_base64": _b64(table)})
+    ocr = stack.api("/ocr", json={"image_base64": b64(table)})
     assert harness.texts(entry, "21") == [ocr["text"]]
     assert "Apple" in ocr["text"] and "Plum" in ocr["text"]
     assert [json.loads(t) for t in harness.texts(entry, "22")] == [ocr["lines"]]
     assert ocr["tables"], "the table page should give a table"
     assert harness.texts(entry, "23") == [ocr["tables"][0]["markdown"]]
 
-    verdict = stack.api("/moderate", json={"image_base64": _b64(astronaut)})
+    verdict = stack.api("/moderate", json={"image_base64": b64(astronaut)})
     assert harness.texts(entry, "31") == [str(verdict["is_sensitive"])] == ["False"]
     assert harness.texts(entry, "32") == [verdict["suggestion"]] == ["pass"]
     got = json.loads(harness.texts(entry, "33")[0])
@@ -289,19 +171,19 @@ def test_example_workflows_run(stack: Stack, form: str) -> None:
     """The shipped API-format examples run as they are (server_url pointed at the test server), in the V3
     nodes and in the V1 fallback: ask about a loaded image; moderate a folder and save the verdicts."""
     comfy = stack.v3 if form == "v3" else stack.v1
-    ask = _with_server(json.loads((EXAMPLES / "api" / "ask_image.json").read_text()), stack.a.base)
+    ask = with_server(json.loads((EXAMPLES / "api" / "ask_image.json").read_text()), stack.a.base)
     entry = comfy.run(ask)
     assert entry["status"]["status_str"] == "success", entry["status"]
     question = ask["2"]["inputs"]["question"]
     assert harness.texts(entry, "3") == [stack.infer("astronaut.png", question)["text"]]
     assert json.loads(harness.texts(entry, "4")[0])["route"] == "rule"
 
-    moderate = _with_server(json.loads((EXAMPLES / "api" / "moderate_folder.json").read_text()), stack.a.base)
+    moderate = with_server(json.loads((EXAMPLES / "api" / "moderate_folder.json").read_text()), stack.a.base)
     moderate["3"]["inputs"]["filename_prefix"] = f"flashvl/verdicts-{form}"
     entry = comfy.run(moderate)
     assert entry["status"]["status_str"] == "success", entry["status"]
     names = ["astronaut.png", "coffee.png", "rocket.png"]  # sorted; notes.txt skipped
-    verdicts = [stack.api("/moderate", json={"image_base64": _b64(stack.images[n])}) for n in names]
+    verdicts = [stack.api("/moderate", json={"image_base64": b64(stack.images[n])}) for n in names]
     assert harness.texts(entry, "4") == [v["suggestion"] for v in verdicts]
     written = next((comfy.output_dir / "flashvl").glob(f"verdicts-{form}_*.jsonl"))
     lines = [json.loads(line) for line in written.read_text(encoding="utf-8").splitlines()]
@@ -403,136 +285,3 @@ def test_api_key_never_lands_in_workflows_or_history(stack: Stack) -> None:
     for example in EXAMPLES.rglob("*.json"):
         text = example.read_text()
         assert "fvl_" not in text and "Bearer" not in text and "api_key" not in text.lower()
-
-
-# ---------------------------------------------------------------------- the client alone
-
-
-def _client_module() -> Any:
-    spec = importlib.util.spec_from_file_location("flashvl_comfyui_client", harness.NODE_PACKAGE / "flashvl_client.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_client_errors_for_format_timeout_and_wrong_server(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = _client_module()
-    monkeypatch.setenv("FLASHVL_API_KEY", stack.key)
-    # 415: not an image at all (the nodes always send PNG; a client of the module may not)
-    with pytest.raises(client.FlashvlNodeError, match=r"HTTP 415 unsupported_format"):
-        client.FlashvlClient(stack.a.base, "FlashvlCaption").post_file(
-            "/caption", "file", "x.png", b"plain text", "image/png"
-        )
-    # a server that accepts the connection and never answers: the node's timeout_s
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(4)
-    try:
-        start = time.perf_counter()
-        with pytest.raises(client.FlashvlNodeError, match=r"did not answer /infer within 0\.5s. Raise timeout_s"):
-            client.FlashvlClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "FlashvlAsk", 0.5).post_json(
-                "/infer", {"prompt": "x"}
-            )
-        assert time.perf_counter() - start < 3
-    finally:
-        silent.close()
-    # server_url pointing at ComfyUI itself, not at flashvl
-    with pytest.raises(
-        client.FlashvlNodeError, match=r"HTTP 405.*has no POST /infer: is server_url the address of a flashvl server"
-    ):
-        client.FlashvlClient(stack.v3.base, "FlashvlAsk").post_json("/infer", {"prompt": "x"})
-    with pytest.raises(client.FlashvlNodeError, match=r"is not an http\(s\) URL"):
-        client.FlashvlClient("ftp://127.0.0.1/", "FlashvlAsk")
-
-
-def test_concurrency_is_bounded(stack: Stack) -> None:
-    """A batch runs at most ``concurrency`` requests at once (counted by a loopback proxy in front of A)."""
-    import http.server
-
-    counts = {"now": 0, "max": 0}
-    lock = threading.Lock()
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            with lock:
-                counts["now"] += 1
-                counts["max"] = max(counts["max"], counts["now"])
-            try:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(0.2)  # hold the slot, so overlap shows
-                upstream = httpx.post(
-                    f"{stack.a.base}{self.path}",
-                    content=body,
-                    headers={k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")},
-                    timeout=60,
-                )
-                self.send_response(upstream.status_code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(upstream.content)))
-                self.end_headers()
-                self.wfile.write(upstream.content)
-            finally:
-                with lock:
-                    counts["now"] -= 1
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        proxy = f"http://127.0.0.1:{server.server_address[1]}"
-        prompt = {
-            "1": {"class_type": "LoadImage", "inputs": {"image": "coffee.png"}},
-            "2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 6}},
-            "3": {"class_type": "FlashvlCaption", "inputs": {"image": ["2", 0], "server_url": proxy, "concurrency": 2}},
-            "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}},
-        }
-        entry = stack.v3.run(prompt)
-        assert entry["status"]["status_str"] == "success", entry["status"]
-        captions = harness.texts(entry, "4")
-        assert len(captions) == 6 and len(set(captions)) == 1
-        assert counts["max"] == 2
-    finally:
-        server.shutdown()
-
-
-# ---------------------------------------------------------------------- ComfyUI's own page
-
-
-@pytest.mark.browser
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (scripts/system-deps.sh)")
-def test_ui_examples_load_and_run_in_comfyuis_page(stack: Stack, tmp_path: Path) -> None:
-    """The UI-format examples load in ComfyUI's page (real Chromium), turn into the same graph as the API
-    examples, and run from the page; the answers show in the page."""
-    import comfyui_page as ui_page
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = ui_page.launch(playwright)
-        try:
-            page, errors = ui_page.open_page(browser, stack.v3.base)
-            for name in ui_page.LAYOUTS:
-                ui = json.loads((EXAMPLES / f"{name}.json").read_text())
-                api = json.loads((EXAMPLES / "api" / f"{name}.json").read_text())
-                ui_page.load_ui(page, ui)
-                from_page = ui_page.graph_to_prompt(page)
-                assert sorted(from_page) == sorted(api)
-                for node_id, node in api.items():
-                    assert from_page[node_id]["class_type"] == node["class_type"]
-                    for key, value in node["inputs"].items():
-                        assert from_page[node_id]["inputs"][key] == value, (name, node_id, key)
-                ui_page.set_server_url(page, stack.a.base)
-                entry = ui_page.run_in_page(page, stack.v3)
-                assert entry["status"]["status_str"] == "success", entry["status"]
-                shown = page.evaluate("() => [...document.querySelectorAll('textarea')].map(t => t.value)")
-                if name == "ask_image":
-                    answer = stack.infer("astronaut.png", api["2"]["inputs"]["question"])["text"]
-                    assert answer in shown
-                else:
-                    assert any(re.fullmatch(r"flashvl/verdicts_\d{5}_\.jsonl", text) for text in shown), shown
-                page.screenshot(path=str(tmp_path / f"{name}.png"))
-            assert not errors, errors
-        finally:
-            browser.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flashvl import testing
-from flashvl.testing import free_port, stop_server  # re-exported: tests import them from here
+from flashvl.testing import free_port, stop_server
+from tests.servers import start_server
 
 __all__ = ["free_port", "start_server", "stop_server"]
 
@@ -49,14 +48,6 @@ def image_server(image_dir: Path) -> Iterator[str]:
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def start_server(
-    extra_args: list[str], log_path: Path, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen, str]:
-    """Start ``flashvl serve`` as a real process and wait until /readyz says ready."""
-    server = testing.start_server(extra_args, log_path, env)
-    return server.proc, server.base
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import start_server, stop_server
 from PIL import Image
+
+from tests.servers import start_server, stop_server
 
 N_GOOD, N_BROKEN = 216, 6
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import start_server, stop_server
 from PIL import Image
+
+from tests.servers import start_server, stop_server
 
 COUNT = [{"role": "user", "content": "Count from 1 to 10, separated by commas. Only the numbers."}]
 SCHEMA = {

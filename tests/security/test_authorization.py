@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_server, stop_server
 
 from flashvl.cli import main as flashvl_main
 from flashvl.config import Settings
 from flashvl.pipeline.review_store import SqliteReviewStore
 from flashvl.security.auth import Authenticator, AuthError, hash_key, new_key
+from tests.servers import start_server, stop_server
 
 INFER, BATCH_A, BATCH_B, REVIEWER, ADMIN = (new_key() for _ in range(5))
 ENTRIES = [

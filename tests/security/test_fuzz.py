@@ -17,11 +17,11 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from conftest import start_server, stop_server
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from flashvl.security.auth import hash_key, new_key
+from tests.servers import start_server, stop_server
 
 KEY = new_key()
 TOTAL_CASES = int(os.environ.get("FLASHVL_FUZZ_CASES", "5000"))

@@ -31,10 +31,10 @@ from typing import Any
 import hostile
 import httpx
 import pytest
-from conftest import start_server, stop_server
 from PIL import Image
 
 from flashvl.testing import memory_mib
+from tests.servers import start_server, stop_server
 
 HEADER_TIMEOUT_S = 3
 BODY_MIN_RATE = 1024  # bytes/s after the 5 s grace: a 1 byte/s body is cut at ~5 s

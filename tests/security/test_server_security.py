@@ -21,9 +21,9 @@ from urllib.parse import parse_qs, urlsplit
 import hostile
 import httpx
 import pytest
-from conftest import start_server, stop_server
 
 from flashvl.security.auth import hash_key, new_key
+from tests.servers import start_server, stop_server
 
 KEY, RATE_KEY, BATCH_ONLY_KEY = new_key(), new_key(), new_key()
 PROMPT = "SECRET-PROMPT-what colour is this"

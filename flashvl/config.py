@@ -500,15 +500,32 @@ class Settings(BaseSettings):
         **_group("pipeline"),
     )
     review_max_items: int = Field(1000, ge=1, description="Flagged answers kept for /review.", **_group("pipeline"))
-    review_store: Literal["sqlite", "memory"] = Field(
+    review_store: Literal["sqlite", "memory", "redis"] = Field(
         "sqlite",
-        description="Where /review items live: 'sqlite' (kept across restarts, shared by workers on one file) "
-        "or 'memory'.",
+        description="Where /review items live: 'sqlite' (kept across restarts, shared by workers on one file), "
+        "'memory', or 'redis' (shared by every process and machine on it; needs --review-redis-url).",
+        **_group("pipeline"),
+    )
+    review_redis_url: str = Field(
+        "",
+        description="Redis URL of the review queue for --review-store redis (redis://host:port/db).",
+        **_group("pipeline"),
+    )
+    review_redis_prefix: str = Field(
+        "flashvl:reviews",
+        min_length=1,
+        description="Key prefix of the review queue in Redis; each app sharing one Redis needs its own.",
         **_group("pipeline"),
     )
     review_sqlite_path: Path = Field(
         Path(os.path.expanduser("~/.cache/flashvl/reviews.sqlite3")),
         description="SQLite file of the review queue.",
+        **_group("pipeline"),
+    )
+    review_thumbnails: bool = Field(
+        True,
+        description="Keep a small thumbnail (160 px WebP, a few KB) of a flagged answer's image with its review "
+        "item, for the reviewers' page; kept as long as the item. Off: the queue keeps only the image's sha256.",
         **_group("pipeline"),
     )
     disclaimers: bool = Field(
@@ -621,6 +638,25 @@ class Settings(BaseSettings):
     )
     model_queue_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait in the model queue before 503 + Retry-After.", **_group("security")
+    )
+    model_queue_redis_url: str = Field(
+        "",
+        description="Share the model queue in Redis (redis://host:port/db): one queue and one --model-max-concurrent "
+        "for every process and ingress replica on it. Empty: each process has its own.",
+        **_group("security"),
+    )
+    model_queue_redis_prefix: str = Field(
+        "flashvl:model-queue",
+        min_length=1,
+        description="Key prefix of the shared model queue; each app sharing one Redis needs its own.",
+        **_group("security"),
+    )
+    model_queue_lease_s: float = Field(
+        15.0,
+        ge=1,
+        description="Shared model queue: a slot held by a process that stopped (renewed every third of this) "
+        "is taken back after this long.",
+        **_group("security"),
     )
     cors_allow_origins: CommaList = Field(
         [],
@@ -777,6 +813,9 @@ FIELD_COMMANDS: dict[str, tuple[str, ...]] = {
             "review_max_items",
             "review_store",
             "review_sqlite_path",
+            "review_redis_url",
+            "review_redis_prefix",
+            "review_thumbnails",
             "disclaimers",
             "disclaimer_zh",
             "disclaimer_en",

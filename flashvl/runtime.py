@@ -29,7 +29,7 @@ from flashvl.jobs.tasks import TaskContext
 from flashvl.jobs.worker import WorkerConfig
 from flashvl.media import MediaIntake
 from flashvl.observability import Metrics, get_logger
-from flashvl.pipeline.admission import ModelGate
+from flashvl.pipeline.admission import Admission, ModelGate
 from flashvl.pipeline.arbitration import Arbiter
 from flashvl.pipeline.cache.factory import build_cache
 from flashvl.pipeline.disclaimers import DomainClassifier
@@ -105,15 +105,20 @@ class Runtime:
             self.safety_stage = SafetyOnlyStage(settings.vision_threads)
 
         self.cache = build_cache(settings)
-        self.admission = ModelGate(
-            settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s
-        )
+        self.admission = self._admission()
         self.vision = self._guard_vision(self.vision_stage, "vision")
         self.language = self._guard_language(self.language_stage, "language")
         self.voter = self._guard_language(self.voter_stage, "voter")
         self.safety = self._guard_vision(self.safety_stage, "safety") if self.safety_stage is not None else None
         self.embedder = Embedder()  # one for the router, the arbiter and the disclaimers, loaded on first use
-        self.reviews = build_review_store(settings.review_store, settings.review_sqlite_path, settings.review_max_items)
+        self.reviews = build_review_store(
+            settings.review_store,
+            settings.review_sqlite_path,
+            settings.review_max_items,
+            settings.review_thumbnails,
+            settings.review_redis_url,
+            settings.review_redis_prefix,
+        )
         self.pipeline = Pipeline(
             self.vision,
             self.language,
@@ -136,6 +141,22 @@ class Runtime:
         self.jobs: JobService | None = None
 
     # ------------------------------------------------------------ building
+
+    def _admission(self) -> Admission:
+        """The model queue: this process's own, or one shared in Redis (``--model-queue-redis-url``)."""
+        settings = self.settings
+        if settings.model_queue_redis_url:
+            from flashvl.pipeline.admission_redis import RedisModelGate
+
+            return RedisModelGate(
+                settings.model_queue_redis_url,
+                settings.model_max_concurrent,
+                settings.model_max_queue,
+                settings.model_queue_timeout_s,
+                prefix=settings.model_queue_redis_prefix,
+                lease_s=settings.model_queue_lease_s,
+            )
+        return ModelGate(settings.model_max_concurrent, settings.model_max_queue, settings.model_queue_timeout_s)
 
     def _breaker(self, role: str) -> CircuitBreaker:
         return CircuitBreaker(role, self.settings.breaker_failures, self.settings.breaker_reset_s)
@@ -274,6 +295,10 @@ class Runtime:
         if self.cache is not None:
             with contextlib.suppress(Exception):
                 await self.cache.close()
+        close_admission = getattr(self.admission, "aclose", None)
+        if close_admission is not None:
+            with contextlib.suppress(Exception):
+                await close_admission()
         close_reviews = getattr(self.reviews, "close", None)
         if close_reviews is not None:
             await asyncio.to_thread(close_reviews)

@@ -6,11 +6,21 @@ Each node declares ``cpus_per_node`` logical CPUs (fractions of which each repli
 machine's real cores are shared by all of them. The cluster uses Ray's token authentication with a
 fresh token of its own (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``), set for its node processes,
 for this process while it runs, and in ``env`` for any other process that should connect.
+
+Loopback only: every node is ``127.0.0.1``. Ray binds its servers (GCS, raylets, workers' gRPC, the
+dashboard agent, the autoscaler's and dashboard's metrics, the Ray client server) to loopback when
+the node's address is a loopback one, but on Linux ``ray start`` and ``ray.init`` rewrite
+``127.0.0.1`` to the machine's outward address (``resolve_ip_for_localhost``) and so bind every
+interface. So the nodes are started by ``ray start`` with that rewrite turned off (``RAY_START``),
+and drivers (this process, and whoever uses ``env``) run with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+Ray's switch that makes a driver take ``127.0.0.1`` as its own address. ``listeners()`` lists what
+the cluster's processes listen on (``tests/deploy/test_ray_cluster.py`` checks: loopback only).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -21,6 +31,16 @@ from pathlib import Path
 from flashvl.testing import free_port
 
 RAY = str(Path(sys.executable).parent / "ray")
+# ``ray start`` that keeps ``--node-ip-address 127.0.0.1`` (Ray 2.60 rewrites a loopback address to
+# the machine's outward one, and would then bind every interface).
+RAY_START = [
+    sys.executable,
+    "-c",
+    "import sys; from ray._private import services; services.resolve_ip_for_localhost = lambda host: host; "
+    "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; sys.exit(main())",
+    "start",
+]
+DRIVER_ON_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # a driver's own address: 127.0.0.1
 FAST_METRICS = {  # Serve's autoscaling metrics every 0.5 s instead of 10 s
     "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5",
@@ -40,8 +60,12 @@ class LocalRayCluster:
         self.http_port = free_port()  # Serve's HTTP proxy: fixed for the cluster's life
         self.temp = tempfile.mkdtemp(prefix="fvr", dir="/tmp")  # short: Ray's socket paths have a limit
         self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-        self.env = {**os.environ, **FAST_METRICS, **self.auth, **(env or {})}
+        # Ray's fixed metrics ports (44217, 44227) would collide with another cluster on this machine
+        ports = {"AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
+        self.node_env = {**os.environ, **FAST_METRICS, **ports, **self.auth, **(env or {})}  # for ray start
+        self.env = {**self.node_env, **DRIVER_ON_LOOPBACK}  # for drivers: flashvl serve --engine ray ...
         self._saved_env: dict[str, str | None] = {}
+        self._saved_cluster_flag: bool | None = None
 
     @property
     def base(self) -> str:
@@ -51,17 +75,23 @@ class LocalRayCluster:
         """Start the nodes, connect this process, start Serve's HTTP proxy on ``http_port``."""
         import ray
         from ray import serve
+        from ray._private import ray_constants
 
         common = ["--num-cpus", str(self.cpus_per_node), "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-        head = [RAY, "start", "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
-        self._saved_env = {key: os.environ.get(key) for key in self.auth}
+        head = [*RAY_START, "--head", "--port", str(self.port), "--include-dashboard=false", "--temp-dir", self.temp]
+        head += ["--ray-client-server-port", str(free_port()), "--dashboard-host", "127.0.0.1"]
+        self._saved_env = {key: os.environ.get(key) for key in {**self.auth, **DRIVER_ON_LOOPBACK}}
         os.environ.update(self.auth)  # this process connects with the same token
+        os.environ.update(DRIVER_ON_LOOPBACK)
+        self._saved_cluster_flag = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False  # read at import: this process's address is 127.0.0.1 too
         from ray._raylet import Config  # type: ignore[attr-defined]
 
         Config.initialize("")  # Ray reads the auth mode once per process: read it again
-        self._ray_start([*head, *common], timeout_s)
+        self._ray_start([*head, *common, "--dashboard-agent-listen-port", str(free_port())], timeout_s)
         for _ in range(self.nodes - 1):
-            self._ray_start([RAY, "start", "--address", self.address, *common], timeout_s)
+            agent = ["--dashboard-agent-listen-port", str(free_port())]  # else 52365 on every node
+            self._ray_start([*RAY_START, "--address", self.address, *common, *agent], timeout_s)
         ray.init(address=self.address, namespace="flashvl-local", log_to_driver=False)
         alive = [n for n in ray.nodes() if n["Alive"]]
         if len(alive) != self.nodes:
@@ -69,11 +99,31 @@ class LocalRayCluster:
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": self.http_port})
 
     def _ray_start(self, command: list[str], timeout_s: float) -> None:
-        done = subprocess.run(command, env=self.env, timeout=timeout_s, capture_output=True, text=True)
+        done = subprocess.run(command, env=self.node_env, timeout=timeout_s, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(
-                f"{' '.join(command[1:3])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+                f"ray {' '.join(command[4:6])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
             )
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(address, process) of every TCP socket this cluster's processes listen on (``ss -ltnp``)."""
+        pids = {str(os.getpid())}  # this driver
+        for mark in (self.temp, f"127.0.0.1:{self.port}"):  # node processes; the Ray client server
+            pids.update(subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True).stdout.split())
+        for pid in list(pids):  # their children too (workers, agents, Serve's actors)
+            children = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
+            pids.update(children)
+            for child in children:
+                pids.update(subprocess.run(["pgrep", "-P", child], capture_output=True, text=True).stdout.split())
+        out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        found = []
+        for line in out.splitlines():
+            fields = line.split()
+            owners = set(re.findall(r"pid=(\d+)", line))
+            if len(fields) >= 4 and owners & pids:
+                name = re.search(r'\(\("([^"]+)"', line)
+                found.append((fields[3], name.group(1) if name else "?"))
+        return found
 
     def stop(self) -> None:
         """Disconnect and stop every Ray process of this machine (``ray stop --force``)."""
@@ -82,13 +132,17 @@ class LocalRayCluster:
         try:
             ray.shutdown()
         finally:
-            subprocess.run([RAY, "stop", "--force"], env=self.env, timeout=120, capture_output=True)
+            subprocess.run([RAY, "stop", "--force"], env=self.node_env, timeout=120, capture_output=True)
             shutil.rmtree(self.temp, ignore_errors=True)
             for key, value in self._saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+            if self._saved_cluster_flag is not None:
+                from ray._private import ray_constants
+
+                ray_constants.ENABLE_RAY_CLUSTER = self._saved_cluster_flag
 
     def __enter__(self) -> LocalRayCluster:
         try:

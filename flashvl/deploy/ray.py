@@ -28,7 +28,7 @@ from ray.serve.handle import DeploymentHandle
 from flashvl.config import Settings, load_settings
 from flashvl.deploy.proxies import remote_stages
 from flashvl.deploy.server import StageServer, replica_name
-from flashvl.deploy.shared_state import shared_state_problems
+from flashvl.deploy.shared_state import shared_state_notes, shared_state_problems
 from flashvl.deploy.tracing import ReplicaHeader, TraceRequests, configure_tracing
 
 
@@ -95,12 +95,29 @@ StageDeployment = cast(Deployment, serve.deployment(StageReplica)).options(
 IngressDeployment = cast(Deployment, serve.deployment(serve.ingress()(Ingress))).options(name="ingress")
 
 
+def cluster_machines() -> int | None:
+    """The distinct hosts of the connected Ray cluster's live nodes; None when not connected."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return len({n.get("NodeManagerHostname") or n.get("NodeManagerAddress") for n in nodes}) or None
+
+
 def build_app(settings: Settings) -> Application:
     """The Serve application for ``settings``. Refuses (ValueError naming the settings) more than
-    one ingress replica on process-local state."""
-    problems = shared_state_problems(settings)
+    one ingress replica on process-local state; a SQLite job or review store too when the connected
+    cluster spans machines (when its size is not known, that is logged as a warning)."""
+    machines = cluster_machines()
+    problems = shared_state_problems(settings, machines)
     if problems:
         raise ValueError("\n".join(problems))
+    if machines is None or machines == 1:  # one machine now; an autoscaling cluster may grow
+        from flashvl.observability import get_logger
+
+        for note in shared_state_notes(settings):
+            get_logger("flashvl.deploy").warning("shared_state", note=note)
     handles: dict[str, Any] = {}
     vision = StageDeployment.options(
         name="vision",
@@ -155,6 +172,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def _local_cluster_on_loopback() -> None:
+    """The local cluster ``launch`` starts is this machine's alone, on 127.0.0.1, with Ray's token
+    authentication (a fresh token, known to its processes only).
+
+    On Linux Ray gives a new node the machine's outward address and then binds its GCS, raylet and
+    workers' ports on every interface; ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is Ray's switch to
+    take 127.0.0.1 instead (it also keeps other machines out of that cluster). One port Ray binds
+    on every interface whatever the address: each Serve replica's inter-deployment gRPC server
+    (``[::]:0`` in Ray Serve 2.60); the token is what guards it."""
+    import secrets
+
+    from ray._private import ray_constants
+    from ray._raylet import Config  # type: ignore[attr-defined]
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # the cluster's processes inherit these
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read when ray was imported
+    if not os.environ.get("RAY_AUTH_MODE"):
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+        Config.initialize("")  # Ray reads the auth mode once per process: read it again
+
+
 def launch(settings: Settings) -> int:
     """``flashvl serve --engine ray``: connect to ``--ray-address`` / ``RAY_ADDRESS`` (or start a local
     cluster), deploy, print one ``ready`` line, serve until SIGINT/SIGTERM, then delete the app."""
@@ -170,7 +208,17 @@ def launch(settings: Settings) -> int:
         print(f"flashvl: cannot deploy on Ray:\n  {str(exc).replace(chr(10), chr(10) + '  ')}", file=sys.stderr)
         return 2
     address = settings.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        _local_cluster_on_loopback()
     ray.init(address=address, namespace="flashvl", log_to_driver=settings.log_level == "debug")
+    problems = shared_state_problems(settings, cluster_machines())  # now the cluster's hosts are known
+    if problems:
+        ray.shutdown()
+        print(
+            f"flashvl: cannot deploy on Ray:\n  {chr(10).join(problems).replace(chr(10), chr(10) + '  ')}",
+            file=sys.stderr,
+        )
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -209,6 +257,7 @@ __all__ = [
     "StageReplica",
     "build",
     "build_app",
+    "cluster_machines",
     "launch",
     "max_replicas",
     "replicas",

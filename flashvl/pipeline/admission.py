@@ -4,6 +4,11 @@ At most ``max_concurrent`` stage calls run at once and at most ``max_queue`` wai
 ``queue_timeout_s``; past that the caller gets 503 ``server_busy`` with Retry-After. Guarded stage
 calls (``pipeline/guarded.py``) take a slot around each stage call, after the request's body has
 been read and checked, so a slow or oversized upload never holds a model slot.
+
+``ModelGate`` is one process's queue. With more than one process (ingress replicas, several
+``flashvl serve``), ``--model-queue-redis-url`` makes it one queue for all of them
+(``admission_redis.RedisModelGate``, built by the runtime); both have the ``Admission`` interface.
+This module imports no implementation but its own.
 """
 
 from __future__ import annotations
@@ -11,10 +16,35 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 from flashvl.errors import FlashvlError
+
+
+class Admission(Protocol):
+    """What guarded stage calls take a slot from: ``slot()`` holds one model slot for its body, or
+    raises 503 ``server_busy`` (Retry-After) when the queue is full or the wait runs out."""
+
+    max_concurrent: int
+    max_queue: int
+
+    @property
+    def queued(self) -> int:
+        """Requests of this process waiting for a slot."""
+        ...
+
+    @property
+    def active(self) -> int:
+        """Slots this process holds."""
+        ...
+
+    def slot(self) -> AbstractAsyncContextManager[None]: ...
+
+
+def server_busy(message: str, queue_timeout_s: float) -> FlashvlError:
+    """503 ``server_busy`` with Retry-After (a quarter of the longest wait, at least 1 s)."""
+    return FlashvlError("server_busy", message, 503, retry_after=max(1.0, queue_timeout_s / 4))
 
 
 class ModelGate:
@@ -32,7 +62,7 @@ class ModelGate:
         return len(self.waiters)
 
     def _busy(self, message: str) -> FlashvlError:
-        return FlashvlError("server_busy", message, 503, retry_after=max(1.0, self.queue_timeout_s / 4))
+        return server_busy(message, self.queue_timeout_s)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -70,11 +100,13 @@ class ModelGate:
 
 
 class ModelQueueCollector:
-    """Prometheus view of a ``ModelGate``, read at scrape time: ``flashvl_model_queue_depth`` (requests
-    waiting for a model slot; the Kubernetes HPA's custom metric, deploy/kubernetes/) and
-    ``flashvl_model_slots_in_use`` (stage calls running)."""
+    """Prometheus view of a model gate, read at scrape time: ``flashvl_model_queue_depth`` (this
+    process's requests waiting for a model slot; the Kubernetes HPA's custom metric,
+    deploy/kubernetes/) and ``flashvl_model_slots_in_use`` (its stage calls running). A gate shared
+    in Redis (one with ``shared_counts()``) adds the whole queue's ``flashvl_model_queue_shared_depth``
+    and ``flashvl_model_slots_shared_in_use`` (every process reports the same value: take the max)."""
 
-    def __init__(self, gate: Callable[[], ModelGate | None]) -> None:
+    def __init__(self, gate: Callable[[], Admission | None]) -> None:
         self._gate = gate
 
     def collect(self) -> Iterator[Any]:
@@ -87,3 +119,17 @@ class ModelQueueCollector:
         busy.add_metric([], float(gate.active if gate is not None else 0))
         yield depth
         yield busy
+        shared_counts = getattr(gate, "shared_counts", None)
+        if shared_counts is not None:
+            counts = shared_counts()  # (queued, active) across every process, or None: Redis unreachable
+            if counts is not None:
+                shared_depth = GaugeMetricFamily(
+                    "flashvl_model_queue_shared_depth", "Requests waiting for a model slot, every process sharing it."
+                )
+                shared_busy = GaugeMetricFamily(
+                    "flashvl_model_slots_shared_in_use", "Model slots taken, every process sharing the queue."
+                )
+                shared_depth.add_metric([], float(counts[0]))
+                shared_busy.add_metric([], float(counts[1]))
+                yield shared_depth
+                yield shared_busy

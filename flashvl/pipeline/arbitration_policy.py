@@ -54,15 +54,18 @@ async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final:
     if open_conflicts:
         final.needs_review = True
         final.review_reasons = [f"{c.kind}: {c.detail}" for c in open_conflicts]
-        item = await asyncio.to_thread(  # the SQLite review store writes to disk: off the event loop
-            pipeline.reviews.add,
-            question=query.question,
-            answer=final.text,
-            description=seen.description,
-            reasons=final.review_reasons,
-            image_sha256=[i.sha256 for i in query.images],
-            route=final.route,
-            owner=query.principal,
+        image = query.images[0].image if query.images and pipeline.reviews.thumbnails else None
+        item = await asyncio.to_thread(  # thumbnail and the SQLite review store's write: off the event loop
+            lambda: pipeline.reviews.add(
+                question=query.question,
+                answer=final.text,
+                description=seen.description,
+                reasons=final.review_reasons,
+                image_sha256=[i.sha256 for i in query.images],
+                route=final.route,
+                owner=query.principal,
+                thumbnail=arb.make_thumbnail(image) if image is not None else None,
+            )
         )
         final.review_id = item.id
     if final.intermediate is not None:

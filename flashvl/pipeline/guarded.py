@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.observability import get_logger
-from flashvl.pipeline.admission import ModelGate
+from flashvl.pipeline.admission import Admission
 from flashvl.pipeline.cache.base import (
     VisionCache,
     observation_cache_key,
@@ -80,7 +80,7 @@ class Seen:
     cache: dict[str, Any] = field(default_factory=dict)  # {"vision": "hit"|"miss"|"off", "backend": ...}
 
 
-def _admit(admission: ModelGate | None) -> AbstractAsyncContextManager[None]:
+def _admit(admission: Admission | None) -> AbstractAsyncContextManager[None]:
     return admission.slot() if admission is not None else nullcontext()
 
 
@@ -92,7 +92,7 @@ class GuardedVision:
         breaker: CircuitBreaker,
         timeout_s: float = 30.0,
         cache: VisionCache | None = None,
-        admission: ModelGate | None = None,
+        admission: Admission | None = None,
         observe: StageObserver | None = None,
         role: str = "vision",
     ) -> None:
@@ -282,7 +282,7 @@ class GuardedLanguage:
         *,
         breaker: CircuitBreaker,
         timeout_s: float = 100.0,
-        admission: ModelGate | None = None,
+        admission: Admission | None = None,
         observe: StageObserver | None = None,
         role: str = "language",
     ) -> None:

@@ -1,7 +1,8 @@
 """The web page's console views (issue 17) in a real headless Chromium against one real flashvl server
-(offline vision stage, no language stage): boxes over the Ask preview, the review queue, moderation of
-several images, a document's lines and table, a batch job from a folder, and the page's basics (no console
-errors or CSP violations, every control labelled, readable contrast, Chinese UI, a phone-sized screen).
+(offline vision stage, no language stage): boxes over the Ask preview, the review queue with a flagged
+image's thumbnail, moderation of several images, a document's lines and table, a batch job from a folder,
+the Ask view in Chinese, and the page's basics (no console errors or CSP violations, every control labelled,
+readable contrast, Chinese UI, a phone-sized screen).
 
 Set FLASHVL_SCREENSHOTS=DIR to keep a screenshot of each view (the README's come from here)."""
 
@@ -15,25 +16,23 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
+from flashvl.pipeline.arbitration import make_thumbnail
 from flashvl.pipeline.review_store import SqliteReviewStore
+from flashvl.security.auth import hash_key, new_key
 from flashvl.testing import start_server, stop_server
+from tests.browser.helpers import Opened, browser_fixture  # noqa: F401 (the browser fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from render import render_table, render_text
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-CSP_PROBE = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) =>
-  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`));
-"""
+STATIC = Path(__file__).resolve().parents[2] / "flashvl" / "web" / "static"
 TIMEOUT_MS = 120_000
 TABLE = [["Item", "Qty", "Price"], ["Coffee", "2", "7.00"], ["Tea", "1", "3.50"]]
 SEEDED = 12  # flagged answers in the queue: more than one page (10)
@@ -52,6 +51,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             reasons=["vision and language disagree" if n % 2 else "low confidence 0.31"],
             image_sha256=[f"{n:02d}" + "ab" * 31],
             route="cascade",
+            thumbnail=make_thumbnail(coffee_image()) if n == 0 else None,  # as arbitration keeps it
         )
     store.close()
     proc = start_server(["--language", "none", "--review-sqlite-path", str(reviews)], folder / "log")
@@ -60,30 +60,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (deselect with -m 'not browser')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-class Opened:
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.errors: list[str] = []
-        page.on(
-            "console",
-            lambda m: self.errors.append(m.text) if isinstance(m, ConsoleMessage) and m.type == "error" else None,
-        )
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.add_init_script(CSP_PROBE)
-
-    def clean(self, expected: str | None = None) -> None:
-        """No CSP violation and no console error (but the one refusal a test provoked, if it says so)."""
-        assert self.page.evaluate("window.__cspViolations") == []
-        assert [error for error in self.errors if not (expected and expected in error)] == []
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str, str]]:
+    """A server that asks for API keys: (base URL, an infer key, a reviewer's key, the flagged item's id)."""
+    folder = tmp_path_factory.mktemp("console-keys")
+    infer, reviewer = new_key(), new_key()
+    store = SqliteReviewStore(folder / "reviews.sqlite3")
+    item = store.add(
+        question="How many cups?",
+        answer="Three cups.",
+        description="The detector found: cup",
+        reasons=["count: the detector found 1 cup"],
+        image_sha256=["cd" * 32],
+        route="cascade",
+        owner="key:app",
+        thumbnail=make_thumbnail(coffee_image()),
+    )
+    store.close()
+    keys = f"app:infer:{hash_key(infer)},alice:review:{hash_key(reviewer)}"
+    args = ["--language", "none", "--api-keys", keys, "--review-sqlite-path", str(folder / "reviews.sqlite3")]
+    proc = start_server(args, folder / "log")
+    yield proc.base, infer, reviewer, item.id
+    stop_server(proc.proc)
 
 
 @pytest.fixture
@@ -91,9 +88,7 @@ def opened(browser: Browser, server: str) -> Iterator[Opened]:
     context = browser.new_context(viewport={"width": 1200, "height": 1000}, locale="en-US")
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
-    opened = Opened(context.new_page())
-    opened.page.goto(f"{server}/")
-    yield opened
+    yield Opened(context.new_page()).goto(f"{server}/")
     context.close()
 
 
@@ -109,10 +104,14 @@ def save(image: Image.Image, path: Path, fmt: str = "PNG") -> Path:
     return path
 
 
-def coffee(tmp_path: Path) -> Path:
+def coffee_image() -> Image.Image:
     from skimage import data
 
-    return save(Image.fromarray(np.asarray(data.coffee())), tmp_path / "coffee.jpg", "JPEG")
+    return Image.fromarray(np.asarray(data.coffee()))  # 600×400
+
+
+def coffee(tmp_path: Path) -> Path:
+    return save(coffee_image(), tmp_path / "coffee.jpg", "JPEG")
 
 
 def view(page: Page, name: str) -> None:
@@ -159,6 +158,15 @@ def test_a_flagged_answer_is_resolved_from_the_page_and_leaves_the_queue(opened:
     expect(first).to_contain_text("Is the sign in photo 0 safe?")
     expect(first.locator(".review-reasons")).to_have_text("low confidence 0.31")
     expect(first.locator(".review-description")).to_contain_text("stop sign (0)")
+    # The flagged image's thumbnail (fetched with the page's key, shown from a blob: URL under the CSP);
+    # an item without one says so.
+    thumbnail = first.locator("img.review-thumb-img")
+    expect(thumbnail).to_be_visible()
+    expect(thumbnail).to_have_attribute("src", re.compile(r"^blob:"))
+    expect(thumbnail).to_have_accessible_name("The flagged image (thumbnail)")
+    page.wait_for_function("() => document.querySelector('img.review-thumb-img').naturalWidth === 160")
+    expect(items.nth(1).locator("img")).to_have_count(0)
+    expect(items.nth(1).locator(".review-thumb")).to_contain_text("no thumbnail kept")
     shoot(page, "review")
     first_id = first.get_attribute("data-id")
     first.locator(".review-accept").click()
@@ -186,6 +194,29 @@ def test_a_flagged_answer_is_resolved_from_the_page_and_leaves_the_queue(opened:
     expect(page.locator("#review-page")).to_have_text(f"1–10 of {SEEDED - 2}")
     expect(page.locator("#review-next")).to_be_disabled()
     opened.clean()
+
+
+def test_a_reviewer_sees_the_thumbnail_that_only_the_review_scope_may_fetch(
+    browser: Browser, keyed_server: tuple[str, str, str, str]
+) -> None:
+    base, infer, reviewer, item_id = keyed_server
+    url = f"{base}/review/{item_id}/thumbnail"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": f"Bearer {infer}"}).status_code == 403  # the asker's own key
+    allowed = httpx.get(url, headers={"Authorization": f"Bearer {reviewer}"})
+    assert allowed.status_code == 200 and allowed.headers["cache-control"] == "private, no-store"
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = Opened(context.new_page()).goto(f"{base}/#review", api_key=reviewer)
+    page = opened.page
+    page.click("#review-refresh")  # the first load went out before the key was typed
+    thumbnail = page.locator("#review-list .review-item img.review-thumb-img")
+    expect(thumbnail).to_be_visible()  # fetched with the key in a header, shown from a blob: URL
+    page.wait_for_function("() => document.querySelector('img.review-thumb-img').naturalWidth === 160")
+    # The browser logs the refusals: 401 before the key was typed, 403 for what a reviewer's key may not do
+    # (the Ask view's limits need the infer scope).
+    opened.clean(expected="the server responded with a status of 40")
+    context.close()
 
 
 def test_three_images_get_three_verdicts_with_the_flagged_line_outlined(opened: Opened, tmp_path: Path) -> None:
@@ -295,17 +326,83 @@ UNLABELLED = """() => Array.from(document.querySelectorAll("input, select, texta
   .map((node) => node.id || node.outerHTML.slice(0, 80))"""
 
 
+def test_the_ask_view_speaks_chinese_and_switches_to_english(browser: Browser, server: str, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 1200, "height": 1000}, locale="zh-CN")
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = Opened(context.new_page()).goto(f"{server}/")
+    page = opened.page
+    expect(page.locator("#view-tab-ask")).to_have_text("提问")  # the browser's language
+    expect(page.locator("#ask")).to_have_text("提问")
+    expect(page.locator("#stop")).to_have_text("停止")
+    expect(page.locator("#file-input")).to_have_accessible_name("选择图片")
+    expect(page.locator("#question")).to_have_accessible_name("2 · 问题")
+    expect(page.locator("#question")).to_have_attribute("placeholder", "关于这张图片,问什么都可以…")
+    expect(page.locator("#api-key")).to_have_accessible_description(re.compile("仅当服务器要求时填写"))
+    expect(page.locator(".chips")).to_have_accessible_name("示例问题")
+    expect(page.locator("#file-hint")).to_contain_text("百万像素")  # the server's limits, in Chinese
+    page.click("#ask")  # no image yet: the page's own error, in Chinese
+    expect(page.locator("#error")).to_have_text("请先选择图片。")
+    page.set_input_files("#file-input", str(coffee(tmp_path)))
+    expect(page.locator("#clear-file")).to_have_text("移除")
+    page.fill("#question", "图中有哪些物体?")
+    page.click("#ask")
+    expect(page.locator("#answer")).to_have_attribute("data-state", "done")
+    expect(page.locator("#status")).to_have_text(re.compile(r"^已完成,用时 \d"))
+    expect(page.locator("#stage-summary dt")).to_contain_text(["合计", "路径", "置信度"])
+    expect(page.locator("#stage-note")).to_contain_text("不是视觉语言模型")
+    shoot(page, "ask-zh")
+    page.select_option("#ui-lang", "en")  # what is on screen follows the switch, the answer stays
+    expect(page.locator("#status")).to_have_text(re.compile(r"^Done in \d"))
+    expect(page.locator("#stage-summary dt")).to_contain_text(["Total", "Route", "Confidence"])
+    expect(page.locator("#stage-note")).to_contain_text("not a vision-language model")
+    expect(page.locator("#file-input")).to_have_accessible_name("Choose an image")
+    expect(page.locator("#question")).to_have_attribute("placeholder", "Ask anything about the image…")
+    assert page.evaluate("document.documentElement.lang") == "en"
+    page.select_option("#ui-lang", "zh")  # the Knowledge view, in Chinese too
+    view(page, "knowledge")
+    expect(page.locator("#kb-title")).to_have_text("知识库")
+    expect(page.locator("#kb-upload")).to_have_text("上传")
+    expect(page.locator("#kb-query")).to_have_accessible_name("在集合中搜索")
+    expect(page.locator("#kb-question")).to_have_attribute("placeholder", "向这个集合提问")
+    opened.clean()
+    context.close()
+
+
+def test_every_ui_text_has_both_languages() -> None:
+    """Every key the page uses (data-i18n*, t(...) and setText(...) in the modules) has English and Chinese."""
+    common = (STATIC / "console-common.js").read_text()
+    en_block, zh_block = common.split("\n  zh: {", 1)
+    key = r'(?:"([\w.]+)"|\b([a-z]\w*)):\s*"'
+    en = {a or b for a, b in re.findall(key, en_block.split("\n  en: {", 1)[1])}
+    zh = {a or b for a, b in re.findall(key, zh_block.split("\n};", 1)[0])}
+    assert en == zh, f"only English: {sorted(en - zh)}; only Chinese: {sorted(zh - en)}"
+    used = set(re.findall(r'data-i18n(?:-[a-z-]+)?="([\w.]+)"', (STATIC / "index.html").read_text()))
+    for module in STATIC.glob("*.js"):
+        text = module.read_text()
+        used |= set(re.findall(r'\bt\(\s*"([\w.]+)"', text))
+        if module.name != "console-common.js":  # any other "view.key" string is a key (setStatus, [key, values])
+            used |= set(re.findall(r'"((?:ask|apikey|review|moderate|documents|jobs|kb)\.[\w.]+)"', text))
+    assert {"ask.done", "ask.stopped", "ask.offlinelm", "review.thumbalt", "apikey.hint", "kb.hit"} <= used
+    assert used - en == set()
+
+
 def test_basics_labels_contrast_keyboard_language_and_phone(browser: Browser, server: str) -> None:
     for scheme in ("light", "dark"):
         context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", color_scheme=scheme)
         context.set_default_timeout(15_000)
-        opened = Opened(context.new_page())
+        opened = Opened(context.new_page()).goto(f"{server}/")
         page = opened.page
-        page.goto(f"{server}/")
         expect(page.locator("#view-tab-review")).to_have_text("审核", timeout=15_000)  # the browser's language
         expect(page.locator("#review-title")).to_have_text("人工审核队列")
+        expect(page.locator("#ask")).to_have_text("提问")
+        assert page.evaluate(UNLABELLED) == []
+        assert page.evaluate(CONTRAST) == [], f"{scheme} ask (zh)"
         page.select_option("#ui-lang", "en")
         expect(page.locator("#view-tab-review")).to_have_text("Review")
+        expect(page.locator("#ask")).to_have_text("Ask")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "ask overflows a phone screen"
+        assert page.evaluate(UNLABELLED) == []
+        assert page.evaluate(CONTRAST) == [], f"{scheme} ask"
         page.focus("#view-tab-ask")
         for name in ("knowledge", "review", "moderate", "documents", "jobs"):  # the page's order
             page.keyboard.press("ArrowRight")

@@ -9,21 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from flashvl.testing import start_server, stop_server
+from tests.browser.helpers import Opened, browser_fixture  # noqa: F401 (the browser fixture)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kb.corpus import PDFS, SCREENSHOTS, pdf_bytes, png_bytes, screenshot
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-CSP_PROBE = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) =>
-  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`));
-"""
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +28,6 @@ def kb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     stop_server(server.proc)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (deselect with -m 'not browser')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 def test_knowledge_view_uploads_searches_opens_and_asks(browser: Browser, kb_server: str, tmp_path: Path) -> None:
     vpn, manual = tmp_path / "vpn_setup.png", tmp_path / "办公手册.pdf"
     vpn.write_bytes(png_bytes(screenshot(SCREENSHOTS["vpn_setup.png"])))
@@ -51,12 +35,8 @@ def test_knowledge_view_uploads_searches_opens_and_asks(browser: Browser, kb_ser
     context = browser.new_context(viewport={"width": 1200, "height": 1400})
     context.set_default_timeout(120_000)
     expect.set_options(timeout=120_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if isinstance(m, ConsoleMessage) and m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.add_init_script(CSP_PROBE)
-    page.goto(f"{kb_server}/")
+    opened = Opened(context.new_page()).goto(f"{kb_server}/")
+    page = opened.page
     tab = page.locator("#view-tab-knowledge")  # the page's views are tabs: open the Knowledge view
     if tab.count():
         tab.click()
@@ -86,6 +66,5 @@ def test_knowledge_view_uploads_searches_opens_and_asks(browser: Browser, kb_ser
     page.click("#kb-ask")
     expect(page.locator("#kb-answer")).to_have_attribute("data-answered", "false")
     expect(page.locator("#kb-sources .kb-source")).to_have_count(0)
-    assert page.evaluate("window.__cspViolations") == []
-    assert errors == []
+    opened.clean()
     context.close()

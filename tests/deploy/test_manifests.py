@@ -69,3 +69,4 @@ def test_cli_refuses_multi_replica_ingress_on_process_local_state() -> None:
     assert done.returncode == 2, done.stderr
     err = done.stderr
     assert "--vision-cache redis" in err and "--rate-limit-storage redis://" in err and "--review-store" in err
+    assert "--model-queue-redis-url" in err

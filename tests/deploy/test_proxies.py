@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flashvl.config import Settings
-from flashvl.deploy.proxies import RemoteLanguage, RemoteObservingVision
+from flashvl.deploy.proxies import RemoteLanguage, RemoteObservingVision, RemoteStreamingVision
 from flashvl.deploy.server import StageServer
-from flashvl.deploy.shared_state import shared_state_problems
+from flashvl.deploy.shared_state import shared_state_notes, shared_state_problems
 from flashvl.deploy.tracing import client_span
 from flashvl.errors import FlashvlError
 from flashvl.media.types import LoadedImage
@@ -259,6 +259,72 @@ def test_closing_a_stream_cancels_the_replicas_generation() -> None:
     asyncio.run(run())
 
 
+class Vlm:
+    """A VLM (a ``StreamingVisionStage``): its answer comes in pieces, then the whole result."""
+
+    name, model_id, is_vlm = "vlm", "vlm-1", True
+
+    def __init__(self, pieces: int = 3, delay: float = 0.0) -> None:
+        self.pieces, self.delay = pieces, delay
+        self.cancelled = False
+
+    async def load(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"class": "Vlm"}
+
+    async def see(self, request: VisionRequest) -> VisionResult:
+        return VisionResult(self.name, "a cat", answer="A cat.")
+
+    async def stream(self, request: VisionRequest) -> AsyncIterator[TextDelta | VisionResult]:
+        try:
+            for i in range(self.pieces):
+                await asyncio.sleep(self.delay)
+                yield TextDelta(f"cat{i} ")
+            yield VisionResult(self.name, "a cat", answer="A cat.")
+        except (GeneratorExit, asyncio.CancelledError):
+            self.cancelled = True
+            raise
+
+
+def test_a_vlm_stream_flows_through_the_vision_handle_and_a_client_leaving_cancels_it() -> None:
+    """Through the guarded call (model queue, breaker) as the pipeline uses it: the VLM's pieces come
+    from a vision replica, the result names it; a reader that leaves after the first piece stops the
+    replica's generation and gives its model slot back."""
+
+    async def run() -> None:
+        vlms: list[Vlm] = []
+
+        def vlm() -> Vlm:
+            vlms.append(Vlm(pieces=40, delay=0.01))
+            return vlms[-1]
+
+        handle = Handle(_servers(vlm, "vision", 2))
+        remote = RemoteStreamingVision(handle, name="vlm", model_id="vlm-1", is_vlm=True)
+        runtime = Runtime(_settings(vision_cache="none"), roles={"vision"}, stages={"vision": remote})
+        await remote.load()
+        request = VisionRequest([_image()], "What is it?")
+        events = [event async for event in runtime.vision.stream(request, live=True)]
+        pieces = [e for e in events if isinstance(e, TextDelta)]
+        seen = events[-1]
+        assert len(pieces) == 40 and "".join(p.text for p in pieces).startswith("cat0 cat1")
+        assert seen.result.answer == "A cat." and seen.record.replica == "vision#r1"  # (info went to r0)
+        assert runtime.admission.active == 0
+
+        stream = runtime.vision.stream(request, live=True)
+        first = await anext(stream)
+        assert isinstance(first, TextDelta) and runtime.admission.active == 1
+        await stream.aclose()  # the client went away
+        await asyncio.sleep(0.05)
+        assert handle.shared["streams"][-1].cancelled and vlms[0].cancelled  # round robin: r0 again
+        assert not vlms[1].cancelled and runtime.admission.active == 0
+        await runtime.close()
+
+    asyncio.run(run())
+
+
 def test_one_trace_from_request_to_replica() -> None:
     async def run() -> None:
         runtime, _, _ = await _runtime()
@@ -285,10 +351,28 @@ def test_more_than_one_ingress_replica_needs_shared_state() -> None:
     problems = shared_state_problems(_settings(ingress_replicas="2", review_store="memory"))
     text = "\n".join(problems)
     assert "--vision-cache redis" in text and "--rate-limit-storage redis://" in text and "--review-store" in text
+    assert "--model-queue-redis-url" in text  # the model queue is one queue, or per replica
     shared = _settings(
         ingress_replicas="1-3",
         vision_cache="redis",
         rate_limit_storage="redis://127.0.0.1:6379/1",
+        model_queue_redis_url="redis://127.0.0.1:6379/3",
         review_store="sqlite",
     )
     assert shared_state_problems(shared) == []
+    assert shared_state_problems(shared, machines=1) == []  # several nodes on one host share its files
+    # SQLite files are shared on one machine only: refused when the cluster spans machines, else a note
+    across = "\n".join(shared_state_problems(shared, machines=3))
+    assert "--review-store sqlite" in across and "--jobs-store sqlite" in across and "3 machines" in across
+    assert len(shared_state_notes(shared)) == 2
+    everything = _settings(
+        ingress_replicas="4",
+        vision_cache="redis",
+        rate_limit_storage="redis://127.0.0.1:6379/1",
+        model_queue_redis_url="redis://127.0.0.1:6379/3",
+        review_store="redis",
+        review_redis_url="redis://127.0.0.1:6379/4",
+        jobs_store="redis",
+        jobs_redis_url="redis://127.0.0.1:6379/2",
+    )
+    assert shared_state_problems(everything, machines=3) == [] and shared_state_notes(everything) == []

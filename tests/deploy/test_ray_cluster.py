@@ -10,8 +10,12 @@ stand-in upstream for the language stage, fractional CPUs per replica.
 - a language replica SIGKILLed under bounded concurrent load: 0 failed requests (labelled degraded
   answers allowed), Serve brings a replica back, full answers resume;
 - autoscaling: a ``1-2`` vision stage goes to 2 replicas under queued load and back to 1 after;
+- every port the cluster's processes listen on is on 127.0.0.1, but each Serve replica's
+  inter-deployment gRPC server (every interface, Ray's choice), which refuses callers without the
+  cluster's token;
 - two ingress replicas on one real ``redis-server``: an image answered on one is a cache hit on the
-  other; a per-key rate limit holds across both within 10%.
+  other; a per-key rate limit holds across both within 10%; the model queue is one queue (its one
+  slot held by this process, both replicas answer 503 ``server_busy``).
 """
 
 from __future__ import annotations
@@ -416,6 +420,7 @@ def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, imag
 
     cache_key, cache_entry = make_key("cache", "infer")
     limited_key, limited_entry = make_key("limited", "infer")
+    queue_key, queue_entry = make_key("queue", "infer")
     proc, url = start_redis()
     try:
         common = {
@@ -426,16 +431,18 @@ def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, imag
             "vision_num_cpus": 0.5,
             "ingress_num_cpus": 0.25,
             "vision_threads": 1,
-            "api_keys": [cache_entry, limited_entry],
+            "api_keys": [cache_entry, limited_entry, queue_entry],
             "review_store": "sqlite",
             "review_sqlite_path": tmp_path / "reviews.sqlite3",
             "jobs_sqlite_path": tmp_path / "jobs.sqlite3",
             "ingress_replicas": "2",
         }
-        with pytest.raises(ValueError, match="--vision-cache redis"):  # process-local state is refused
+        with pytest.raises(ValueError, match="--vision-cache redis") as refused:  # process-local state is refused
             from flashvl.deploy.ray import build_app
 
             build_app(Settings(**common))
+        assert "--model-queue-redis-url" in str(refused.value)
+        queue_url = url.rsplit("/", 1)[0] + "/3"
         _deploy(
             cluster,
             **common,
@@ -444,8 +451,13 @@ def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, imag
             rate_limit_storage=f"{url}/1",
             rate_limit_per_key="30/minute",
             rate_limit_per_ip="",
+            model_max_concurrent=1,
+            model_queue_timeout_s=1.0,
+            model_queue_redis_url=queue_url,
+            model_queue_redis_prefix="t:ray",
         )
         assert _replicas("ingress") == 2
+        _check_ports_with_replicas(cluster, replicas=3)  # 2 ingress + 1 vision
         image = _images(image_dir)["rocket"]
 
         def infer() -> tuple[str, dict[str, Any]]:
@@ -478,7 +490,72 @@ def test_two_ingress_replicas_share_cache_and_rate_limits(cluster: Cluster, imag
         assert len(statuses) == 2, statuses.keys()  # both ingress replicas counted requests
         assert 27 <= allowed <= 33 and allowed + refused == 45, (allowed, refused)
         print(f"\nrate limit 30/minute across 2 ingress replicas: {allowed} allowed, {refused} refused")
+
+        # one model queue: its only slot held here, both ingress replicas answer 503 server_busy
+        import asyncio
+
+        from flashvl.pipeline.admission_redis import RedisModelGate
+
+        async def hold_and_ask() -> dict[str, set[int]]:
+            gate = RedisModelGate(queue_url, 1, 8, 5.0, prefix="t:ray")
+            seen: dict[str, set[int]] = {}
+            async with gate.slot(), httpx.AsyncClient(base_url=cluster.base, timeout=30) as http:
+                for i in range(12):
+                    r = await http.post(
+                        "/infer",
+                        json={"image_base64": _images(image_dir)["coffee"], "prompt": f"What is this? {i}"},
+                        headers={"authorization": f"Bearer {queue_key}"},
+                    )
+                    assert r.status_code != 503 or r.json()["error"]["code"] == "server_busy", r.text
+                    seen.setdefault(r.headers.get("x-flashvl-replica", "?"), set()).add(r.status_code)
+            await gate.aclose()
+            return seen
+
+        seen = asyncio.run(hold_and_ask())
+        assert len(seen) == 2 and all(codes == {503} for codes in seen.values()), seen
+        r = httpx.post(
+            f"{cluster.base}/infer",
+            json={"image_base64": _images(image_dir)["coffee"], "prompt": "What is this?"},
+            headers={"authorization": f"Bearer {queue_key}"},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text  # the slot is free again
         serve.delete("flashvl")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_cluster_listens_on_loopback_only(cluster: Cluster) -> None:
+    """With no app deployed, every TCP port of the cluster's processes (GCS, raylets, agents, Serve's
+    controller and proxy, workers, the Ray client server, this driver) is on 127.0.0.1
+    (``LocalRayCluster`` keeps Ray from rewriting 127.0.0.1 to the machine's address)."""
+    listeners = cluster.listeners()
+    names = {name for _, name in listeners}
+    assert {"gcs_server", "raylet"} <= names and len(listeners) >= 8, listeners
+    open_ = [(address, name) for address, name in listeners if not _loopback(address)]
+    assert not open_, open_
+    print(f"\n{len(listeners)} listening sockets, all on 127.0.0.1: {sorted(names)}")
+
+
+def _check_ports_with_replicas(cluster: Cluster, replicas: int) -> None:
+    """With replicas running: each Serve replica's inter-deployment gRPC server is the one port Ray
+    binds on every interface (``[::]:0`` in Ray Serve 2.60, not configurable); it refuses a call
+    without the cluster's token. Everything else stays on 127.0.0.1."""
+    import grpc
+
+    listeners = cluster.listeners()
+    open_ = [(address, name) for address, name in listeners if not _loopback(address)]
+    assert all(name.startswith("ray::ServeRepli") for _, name in open_), open_
+    assert len(open_) == replicas, open_
+    for address, _ in open_:
+        channel = grpc.insecure_channel(f"127.0.0.1:{address.rsplit(':', 1)[1]}")
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary("/ray.serve.ASGIService/HandleRequest")(b"", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        channel.close()
+    print(f"\n{len(listeners)} listening sockets; on every interface only the {replicas} replicas' gRPC (token)")
+
+
+def _loopback(address: str) -> bool:
+    return address.rsplit(":", 1)[0] in {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}

@@ -90,7 +90,8 @@ def test_a_flagged_answer_records_whose_request_it_was() -> None:
         ) -> list[Conflict]:
             return [Conflict("named_object", "dog", "the vision stage saw no dog")]
 
-    pipeline = SimpleNamespace(arbiter=Contradicts(), reask=False, voter=None, reviews=ReviewStore())
+    reviews = ReviewStore(thumbnails=False)  # the stand-in image has no pixels to make a thumbnail of
+    pipeline = SimpleNamespace(arbiter=Contradicts(), reask=False, voter=None, reviews=reviews)
     image = SimpleNamespace(sha256="0" * 64)
     query = Query([image], "What is on the sofa?", principal="key:app")  # type: ignore[list-item]
     seen = SimpleNamespace(observations={}, description="a cat on a sofa")

@@ -2,7 +2,9 @@
 
 Only principals with the ``review`` scope (the human reviewers, and ``admin``) see these routes:
 the items hold other clients' questions and answers. Each item names the principal whose
-request was flagged (``owner``) and, once resolved, the reviewer who resolved it (``resolved_by``).
+request was flagged (``owner``) and, once resolved, the reviewer who resolved it (``resolved_by``);
+unless the server runs with ``--no-review-thumbnails``, it keeps a small thumbnail of the image too
+(``has_thumbnail``; the bytes come from ``GET /review/{id}/thumbnail``, same scope, never in the JSON).
 The stores are SQLite or in-memory; their calls run in a worker thread, off the event loop.
 """
 
@@ -11,12 +13,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import State
 from flashvl.errors import FlashvlError
+from flashvl.pipeline.arbitration import thumbnail_type
 
 router = APIRouter(prefix="/review", tags=["review"], dependencies=[Depends(require_scope("review"))])
 
@@ -70,6 +73,24 @@ async def get_review(item_id: str, state: State) -> dict[str, Any]:
     if item is None:
         raise FlashvlError("not_found", f"No review item {item_id!r}.", 404)
     return item.to_dict()
+
+
+@router.get(
+    "/{item_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/webp": {}}, "description": "The flagged image, at most 160 px a side."}},
+)
+async def get_review_thumbnail(item_id: str, state: State) -> Response:
+    """The thumbnail kept with a flagged answer (WebP, a few KB); 404 when the item is gone or has none
+    (thumbnails off, or no image). ``Cache-Control: private, no-store``: no cache keeps it."""
+    item = await asyncio.to_thread(state.pipeline.reviews.get, item_id)
+    if item is None or item.thumbnail is None:
+        raise FlashvlError("not_found", f"No thumbnail for review item {item_id!r}.", 404)
+    return Response(
+        item.thumbnail,
+        media_type=thumbnail_type(item.thumbnail),
+        headers={"Cache-Control": "private, no-store"},
+    )
 
 
 @router.post("/{item_id}/resolve")

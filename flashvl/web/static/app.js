@@ -1,6 +1,8 @@
 // flashvl web page: pick an image, ask a question, stream the answer from /v1/chat/completions.
-// Plain ES2020, no build step. Server text is only ever written with textContent.
-"use strict";
+// An ES module, no build step. Server text is only ever written with textContent. UI text in English and
+// Chinese from console-common.js: setText(node, key, values) keeps a node translated when the language
+// switches; server text (error messages, answers) is shown as it came.
+import { onLanguage, setText, t } from "./console-common.js";
 
 const MIME_BY_FORMAT = {
   JPEG: ["image/jpeg", "image/pjpeg"],
@@ -24,9 +26,9 @@ const state = {
   file: null,
   previewUrl: null,
   controller: null,
+  meta: null, // [metadata, seconds] of the answer shown, for the stages panel
 };
 const IMAGE_CHANGED = "image-changed"; // abort reason: the answer in flight was about another image
-const ANSWER_PLACEHOLDER = el.answerPlaceholder.textContent;
 
 function formatBytes(bytes) {
   if (bytes < 1024) return `${bytes} B`;
@@ -40,20 +42,24 @@ function formatSeconds(seconds) {
 
 // ---------- errors and status ----------
 
+/** Server text as it came (`message`), or the page's own words: `[key, values]`. */
 function showError(message, code) {
-  el.error.textContent = message;
+  if (Array.isArray(message)) setText(el.error, message[0], message[1] || {});
+  else setText(el.error, null, {}, message);
   el.error.dataset.code = code || "";
   el.error.hidden = false;
 }
 
 function clearError() {
-  el.error.textContent = "";
+  setText(el.error, null);
   el.error.dataset.code = "";
   el.error.hidden = true;
 }
 
-function setStatus(text) {
-  el.status.textContent = text;
+/** A status line from a key (and values); none: empty. */
+function setStatus(key, values = {}) {
+  if (key) setText(el.status, key, values);
+  else setText(el.status, null);
 }
 
 function setAnswerState(value) {
@@ -93,27 +99,27 @@ async function loadLimits() {
     state.limits = await response.json();
     const formats = (state.limits.allowed_formats || []).join(", ");
     const megapixels = (state.limits.max_image_pixels / 1e6).toFixed(0);
-    el.fileHint.textContent = `${formats} · up to ${formatBytes(state.limits.max_image_bytes)}, ${megapixels} MP`;
+    setText(el.fileHint, "ask.limits", { formats, bytes: formatBytes(state.limits.max_image_bytes), megapixels });
     const mimes = (state.limits.allowed_formats || []).flatMap((f) => MIME_BY_FORMAT[f] || []);
     if (mimes.length) el.fileInput.accept = mimes.join(",");
   } catch (err) {
-    el.fileHint.textContent = "Any common image format.";
+    setText(el.fileHint, "ask.anyformat");
   }
 }
 
-/** Quick client-side check; returns an error message or null. The server re-checks everything. */
+/** Quick client-side check; returns an error ([key, values]) or null. The server re-checks everything. */
 function checkFileType(file) {
   if (file.type && !file.type.startsWith("image/")) {
-    return `“${file.name}” is not an image (${file.type}).`;
+    return ["ask.notimage", { name: file.name, type: file.type }];
   }
   if (!state.limits) return null;
   if (file.size > state.limits.max_image_bytes) {
-    return `This image is ${formatBytes(file.size)}; the limit is ${formatBytes(state.limits.max_image_bytes)}.`;
+    return ["ask.toobig", { size: formatBytes(file.size), limit: formatBytes(state.limits.max_image_bytes) }];
   }
   const allowed = state.limits.allowed_formats || [];
   const known = Object.entries(MIME_BY_FORMAT).find(([, mimes]) => mimes.includes(file.type));
   if (known && allowed.length && !allowed.includes(known[0])) {
-    return `${known[0]} images are not accepted here; use ${allowed.join(", ")}.`;
+    return ["ask.badformat", { format: known[0], allowed: allowed.join(", ") }];
   }
   return null;
 }
@@ -122,7 +128,7 @@ function checkPixels(width, height) {
   if (!state.limits || !width || !height) return null;
   if (width * height > state.limits.max_image_pixels) {
     const megapixels = (state.limits.max_image_pixels / 1e6).toFixed(0);
-    return `This image is ${width}×${height} pixels; the limit is ${megapixels} megapixels.`;
+    return ["ask.toomanypixels", { width, height, megapixels }];
   }
   return null;
 }
@@ -148,8 +154,8 @@ function clearAnswer() {
   state.controller = null;
   resetAnswer();
   setAnswerState("idle");
-  setStatus("");
-  el.answerPlaceholder.textContent = ANSWER_PLACEHOLDER;
+  setStatus(null);
+  setText(el.answerPlaceholder, "ask.answerhint");
   el.answerPlaceholder.hidden = false;
 }
 
@@ -255,6 +261,7 @@ function showAnswerCard() {
 
 function resetAnswer() {
   clearError();
+  state.meta = null;
   document.dispatchEvent(new CustomEvent("flashvl:answer-reset"));
   el.answer.textContent = "";
   el.thinkingText.textContent = "";
@@ -276,11 +283,18 @@ function make(tag, className, text) {
   return node;
 }
 
+/** A term and its value; each is a key ([key, values]) of the page's words, or server text. */
 function appendSummary(term, value) {
-  el.stageSummary.append(make("dt", "", term), make("dd", "", value));
+  const [dt, dd] = [make("dt", "", ""), make("dd", "", "")];
+  for (const [node, text] of [[dt, term], [dd, value]]) {
+    if (Array.isArray(text)) setText(node, text[0], text[1] || {});
+    else node.textContent = text;
+  }
+  el.stageSummary.append(dt, dd);
 }
 
 function renderStages(meta, wallSeconds) {
+  state.meta = [meta, wallSeconds]; // drawn again in the other language when it switches
   const stages = Array.isArray(meta.stages) ? meta.stages : [];
   el.stageList.replaceChildren();
   let total = 0;
@@ -292,24 +306,22 @@ function renderStages(meta, wallSeconds) {
       make("code", "stage-backend", stage.backend),
       make("span", "stage-time", timed ? formatSeconds(stage.seconds) : "–"),
     );
-    if (stage.cached) item.append(make("span", "badge", "cached"));
+    if (stage.cached) item.append(make("span", "badge", t("ask.cached")));
     el.stageList.append(item);
     if (timed) total += stage.seconds;
   }
   el.stageSummary.replaceChildren();
-  appendSummary("Total", `${formatSeconds(total)} in stages · ${formatSeconds(wallSeconds)} round trip`);
-  appendSummary("Route", meta.route || "–");
+  appendSummary(["ask.total"], ["ask.totalvalue", { stages: formatSeconds(total), wall: formatSeconds(wallSeconds) }]);
+  appendSummary(["ask.route"], meta.route || "–");
   appendSummary(
-    "Confidence",
-    typeof meta.confidence === "number" ? `${Math.round(meta.confidence * 100)}%` : "not reported",
+    ["ask.confidence"],
+    typeof meta.confidence === "number" ? `${Math.round(meta.confidence * 100)}%` : ["ask.notreported"],
   );
-  if (meta.request_id) appendSummary("Request", meta.request_id);
+  if (meta.request_id) appendSummary(["ask.request"], meta.request_id);
   el.stageNotice.textContent = meta.notice || "";
   el.stageNotice.hidden = !meta.notice;
   if (meta.vision_stage === "offline-pipeline") {
-    el.stageNote.textContent =
-      "The vision stage is an offline pipeline (OCR, detectors, classifiers), not a vision-language " +
-      "model" + (meta.language_stage ? "; the language model writes the answer from its findings." : ".");
+    setText(el.stageNote, meta.language_stage ? "ask.offlinelm" : "ask.offline");
     el.stageNote.hidden = false;
   }
   el.stages.hidden = false;
@@ -356,27 +368,28 @@ async function* sseData(body) {
 async function ask() {
   const question = el.question.value.trim();
   if (!state.file) {
-    showError("Choose an image first.", "client_check");
+    showError(["ask.noimage"], "client_check");
     el.fileInput.focus();
     return;
   }
   if (!question) {
-    showError("Type a question first.", "client_check");
+    showError(["ask.noquestion"], "client_check");
     el.question.focus();
     return;
   }
   resetAnswer();
   setAnswerState("streaming");
-  setStatus("Reading the image…");
+  setStatus("ask.reading");
   showAnswerCard();
   const controller = new AbortController();
   state.controller = controller;
   const started = performance.now();
   let finished = false;
   let failed = false;
+  let stopped = false;
   try {
     const dataUrl = await readAsDataUrl(state.file);
-    setStatus("Looking at the image…");
+    setStatus("ask.looking");
     const response = await fetch("v1/chat/completions", {
       method: "POST",
       headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
@@ -399,7 +412,7 @@ async function ask() {
     if (!response.ok) {
       if (response.status === 401) askForKey();
       const payload = await response.json().catch(() => null);
-      const [message, code] = errorMessage(payload, `The server answered ${response.status}.`);
+      const [message, code] = errorMessage(payload, ["ask.httpstatus", { status: response.status }]);
       showError(message, code);
       failed = true;
       return;
@@ -416,7 +429,7 @@ async function ask() {
         continue; // not a JSON chunk (e.g. a keep-alive); nothing to show
       }
       if (chunk.error) {
-        const [message, code] = errorMessage(chunk, "The server reported an error.");
+        const [message, code] = errorMessage(chunk, ["ask.servererror"]);
         showError(message, code);
         failed = true;
         continue;
@@ -428,7 +441,7 @@ async function ask() {
       }
       if (delta.content) {
         el.answer.textContent += delta.content;
-        setStatus("Writing…");
+        setStatus("ask.writing");
       }
       if (chunk.flashvl) {
         renderStages(chunk.flashvl, (performance.now() - started) / 1000);
@@ -437,16 +450,17 @@ async function ask() {
       }
     }
     if (!finished && !failed) {
-      showError("The connection closed before the answer was complete.", "stream_incomplete");
+      showError(["ask.incomplete"], "stream_incomplete");
       failed = true;
     }
   } catch (err) {
     if (controller.signal.reason === IMAGE_CHANGED) return; // clearAnswer() has reset the card
     if (err.name === "AbortError") {
-      setStatus("Stopped.");
+      setStatus("ask.stopped");
       finished = true;
+      stopped = true;
     } else {
-      showError(`Could not reach the server: ${err.message}`, "network");
+      showError(["ask.network", { error: err.message }], "network");
       failed = true;
     }
   } finally {
@@ -456,13 +470,13 @@ async function ask() {
   function finish() {
     state.controller = null;
     setAnswerState(failed ? "error" : "done");
-    if (!failed && el.status.textContent !== "Stopped.") {
-      setStatus(`Done in ${formatSeconds((performance.now() - started) / 1000)}.`);
+    if (!failed && !stopped) {
+      setStatus("ask.done", { time: formatSeconds((performance.now() - started) / 1000) });
     } else if (failed) {
-      setStatus("");
+      setStatus(null);
     }
     if (!el.answer.textContent && !failed) {
-      el.answerPlaceholder.textContent = "No answer text was returned.";
+      setText(el.answerPlaceholder, "ask.noanswer");
       el.answerPlaceholder.hidden = false;
     }
   }
@@ -477,4 +491,10 @@ el.stop.addEventListener("click", () => {
   if (state.controller) state.controller.abort();
 });
 
+// The stages panel is built from the answer's metadata: drawn again in the new language.
+onLanguage(() => {
+  if (state.meta && !el.stages.hidden) renderStages(...state.meta);
+});
+
 loadLimits();
+

@@ -13,6 +13,21 @@ function field(term, value, className = "") {
   return row;
 }
 
+let thumbnailUrls = []; // blob: URLs of the page shown; revoked when it is drawn again
+
+/** The item's thumbnail, fetched with the page's API key (an <img src> could not send it), as a blob: URL. */
+async function showThumbnail(id, img) {
+  try {
+    const response = await api(`review/${encodeURIComponent(id)}/thumbnail`, { headers: { Accept: "image/*" }, raw: true });
+    const url = URL.createObjectURL(await response.blob());
+    thumbnailUrls.push(url);
+    img.src = url;
+    img.hidden = false;
+  } catch {
+    img.replaceWith(make("span", "hint", t("review.noimage")));
+  }
+}
+
 function renderItem(item) {
   const li = make("li", "review-item", null, { "data-id": item.id, "data-status": item.status });
   const head = make("div", "review-head");
@@ -22,11 +37,15 @@ function renderItem(item) {
     make("span", "hint", item.owner ? `· ${item.owner}` : ""),
   );
   const thumb = make("div", "review-thumb", null, { title: (item.image_sha256 || []).join(", ") });
-  thumb.append(
-    make("span", "review-thumb-icon", "🖼", { "aria-hidden": "true" }),
-    make("code", "", (item.image_sha256 || []).map((sha) => sha.slice(0, 12)).join(" ") || "–"),
-    make("span", "hint", t("review.noimage")),
-  );
+  const sha = make("code", "", (item.image_sha256 || []).map((digest) => digest.slice(0, 12)).join(" ") || "–");
+  if (item.has_thumbnail) {
+    const img = make("img", "review-thumb-img", null, { alt: t("review.thumbalt") });
+    img.hidden = true;
+    thumb.append(img, sha);
+    showThumbnail(item.id, img);
+  } else {
+    thumb.append(sha, make("span", "hint", t("review.noimage")));
+  }
   const reasons = make("ul", "review-reasons", null, { "aria-label": t("review.reasons") });
   for (const reason of item.reasons || []) reasons.append(make("li", "", reason));
   li.append(
@@ -110,6 +129,8 @@ async function load() {
     view.count = body.count;
     renderCounts(body);
     const list = $("review-list");
+    for (const url of thumbnailUrls) URL.revokeObjectURL(url);
+    thumbnailUrls = [];
     list.replaceChildren(...body.items.map(renderItem));
     if (!body.items.length) list.append(make("li", "hint review-empty", t("review.empty")));
     const from = body.count ? view.offset + 1 : 0;

@@ -1,7 +1,8 @@
 // The "Knowledge" view: upload screenshots and PDFs to a collection, search it, open a hit (the page image
 // with its matching lines outlined), ask with sources. textContent only (the page's CSP allows no inline
 // script or style); page images are fetched with the API key and shown through blob: URLs on a canvas.
-"use strict";
+// An ES module: UI text in English and Chinese from console-common.js (server text is shown as it came).
+import { t } from "./console-common.js";
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -70,17 +71,20 @@
   async function upload() {
     showError("");
     if (!kb.files.files.length) {
-      showError("Choose one or more images or PDFs first.");
+      showError(t("kb.nofiles"));
       return;
     }
     const form = new FormData();
     for (const file of kb.files.files) form.append("files", file, file.name);
     kb.upload.disabled = true;
-    kb.uploadStatus.textContent = "Indexing…";
+    kb.uploadStatus.textContent = t("kb.indexing");
     try {
       const body = await call(`${collectionPath()}/documents`, { method: "POST", body: form, headers: headers({}) });
       kb.uploadStatus.textContent = body.documents
-        .map((d) => `${d.document}: ${d.status}${d.pages ? ` (${d.pages} page${d.pages > 1 ? "s" : ""})` : ""}`)
+        .map((d) => {
+          const pages = d.pages ? t(d.pages > 1 ? "kb.pages" : "kb.onepage", { count: d.pages }) : "";
+          return `${d.document}: ${d.status}${pages ? ` (${pages})` : ""}`;
+        })
         .join("; ");
     } catch (error) {
       kb.uploadStatus.textContent = "";
@@ -95,7 +99,7 @@
     const path = `${collectionPath()}/documents/${hit.document_id}/pages/${hit.page}/image`;
     const response = await fetch(path, { headers: headers({}) });
     if (!response.ok) {
-      showError(`The page image could not be loaded (${response.status}).`);
+      showError(t("kb.pagenotloaded", { status: response.status }));
       return;
     }
     const url = URL.createObjectURL(await response.blob());
@@ -119,7 +123,7 @@
       URL.revokeObjectURL(url);
     };
     picture.src = url;
-    kb.viewerTitle.textContent = `${hit.document} · page ${hit.page}`;
+    kb.viewerTitle.textContent = t("kb.hit", { document: hit.document, page: hit.page });
     kb.viewer.hidden = false;
   }
 
@@ -134,13 +138,13 @@
         headers: headers({ "Content-Type": "application/json" }),
         body: JSON.stringify({ query, top_k: 5 }),
       });
-      if (!body.results.length) kb.results.append(element("li", "hint", "No page matches."));
+      if (!body.results.length) kb.results.append(element("li", "hint", t("kb.nomatch")));
       for (const hit of body.results) {
         const item = element("li", "kb-hit");
-        const open = element("button", "link-button kb-hit-title", `${hit.document} · page ${hit.page}`);
+        const open = element("button", "link-button kb-hit-title", t("kb.hit", { document: hit.document, page: hit.page }));
         open.type = "button";
         open.addEventListener("click", () => openHit(hit));
-        item.append(open, element("span", "hint", ` score ${hit.score.toFixed(3)}`));
+        item.append(open, element("span", "hint", ` ${t("kb.score", { score: hit.score.toFixed(3) })}`));
         item.append(snippetNode(hit.snippet, hit.highlights));
         kb.results.append(item);
       }
@@ -167,7 +171,7 @@
       kb.answer.dataset.answered = String(body.answered);
       for (const source of body.sources) {
         const item = element("li", "kb-source");
-        item.append(element("strong", "", `${source.document} · page ${source.page}`));
+        item.append(element("strong", "", t("kb.hit", { document: source.document, page: source.page })));
         item.append(element("span", "hint", ` — ${source.snippet}`));
         kb.sources.append(item);
       }

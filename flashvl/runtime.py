@@ -36,7 +36,7 @@ from flashvl.pipeline.disclaimers import DomainClassifier
 from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.guarded import GuardedLanguage, GuardedVision
 from flashvl.pipeline.resilience import CircuitBreaker
-from flashvl.pipeline.review_store import build_review_store
+from flashvl.pipeline.review.factory import build_review_store
 from flashvl.pipeline.router.base import Router
 from flashvl.pipeline.router.rules import KeywordRouter
 from flashvl.pipeline.service import Pipeline

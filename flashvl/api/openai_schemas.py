@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
 
 from flashvl.api.schemas import MAX_PROMPT_CHARS, BoxOut, KnowledgeRef, ResponseMeta, Usage
 
@@ -24,11 +24,64 @@ class ImagePart(BaseModel):
     image_url: ImageURL
 
 
+# Client-defined tools (OpenAI ``tools``): the model may answer with calls of them, which the client runs.
+MAX_TOOLS = 32  # tools per request
+MAX_TOOLS_JSON_BYTES = 32_768  # the tool definitions together, as JSON (they are part of the prompt)
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # as OpenAI accepts function names
+
+
+class FunctionCall(BaseModel):
+    name: str = Field(max_length=64)
+    arguments: str = Field(description="The arguments as a JSON object, in text.")
+
+
+class MessageToolCall(BaseModel):
+    """A call in an assistant message (``message.tool_calls``; sent back by the client in a follow-up)."""
+
+    id: str = Field(max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | list[TextPart | ImagePart] | None = None
+    tool_calls: list[MessageToolCall] | None = Field(
+        None, max_length=MAX_TOOLS, description="An assistant message's calls of the client's tools."
+    )
+    tool_call_id: str | None = Field(None, max_length=256, description="A tool message: the call it answers.")
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = Field(None, description="A JSON schema of the arguments (an object).")
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    class Function(BaseModel):
+        name: str
+
+    type: Literal["function"]
+    function: Function
+
+
+TOOLS = TypeAdapter(list[ToolDefinition])
+TOOL_CHOICE = TypeAdapter(Literal["none", "auto", "required"] | NamedToolChoice)
 
 
 class StreamOptions(BaseModel):
@@ -51,8 +104,8 @@ class ResponseFormat(BaseModel):
     json_schema: JsonSchemaFormat | None = None
 
 
-# OpenAI fields accepted that change nothing here (metadata, storage, tool settings without tools).
-NO_EFFECT_FIELDS = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool_calls", "tool_choice"})
+# OpenAI fields accepted that change nothing here (metadata, storage).
+NO_EFFECT_FIELDS = frozenset({"user", "metadata", "store", "service_tier"})
 
 
 class ChatCompletionRequest(BaseModel):
@@ -102,6 +155,19 @@ class ChatCompletionRequest(BaseModel):
     chat_template_kwargs: dict[str, Any] | None = Field(
         None, description="{'enable_thinking': bool}, as vLLM/SGLang accept for GLM's thinking switch."
     )
+    # Checked by the route (a 400 naming what is wrong): see ``ToolDefinition`` and ``NamedToolChoice``.
+    tools: list[dict[str, Any]] | None = Field(
+        None,
+        description=f"Functions the model may call (at most {MAX_TOOLS}, {MAX_TOOLS_JSON_BYTES} bytes of JSON): "
+        "[{'type': 'function', 'function': {'name', 'description', 'parameters'}}]. The client runs the calls "
+        "and sends the results back as role 'tool' messages. Needs a language stage that can call tools.",
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None,
+        description="'none', 'auto' (the default with tools), 'required', or {'type': 'function', 'function': "
+        "{'name': ...}} (a defined tool).",
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Whether the model may call several tools at once.")
 
 
 def unsupported_fields(body: ChatCompletionRequest) -> list[str]:
@@ -128,16 +194,36 @@ class ChoiceLogprobs(BaseModel):
     content: list[TokenLogprob] | None = None
 
 
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChoiceMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The answer; null when the model called tools instead.")
     reasoning_content: str | None = None
+    tool_calls: list[ResponseToolCall] | None = Field(
+        default=None, description="Calls of the client's tools (finish_reason 'tool_calls'); absent otherwise."
+    )
+
+    @model_serializer(mode="wrap")
+    def _calls_only_when_made(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("tool_calls") is None:
+            out.pop("tool_calls", None)
+        return out
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ChoiceMessage
-    finish_reason: str = Field("stop", description="'stop', or 'length' when the answer was cut at max_tokens.")
+    finish_reason: str = Field(
+        "stop",
+        description="'stop', 'length' when the answer was cut at max_tokens, or 'tool_calls' when the model "
+        "called the client's tools.",
+    )
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -154,12 +240,35 @@ class ChatCompletion(BaseModel):
 # ------------------------------------------------------------------ streaming (SSE ``data:`` payloads)
 
 
+class ChunkFunction(BaseModel):
+    name: str | None = None
+    arguments: str = ""
+
+
+class ChunkToolCall(BaseModel):
+    """A piece of a tool call in a stream: ``index`` says which call; the first piece of a call has its
+    ``id``, ``type`` and ``function.name``, later ones add to ``function.arguments``."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChunkFunction
+
+    @model_serializer(mode="wrap")
+    def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out["function"].get("name") is None:
+            out["function"].pop("name")
+        return {k: v for k, v in out.items() if v is not None}
+
+
 class ChunkDelta(BaseModel):
     """One piece of the answer; only the keys that are set are sent (as OpenAI does)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
     @model_serializer(mode="wrap")
     def _set_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

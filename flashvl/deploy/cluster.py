@@ -1,6 +1,6 @@
 """A real local Ray cluster for tests and benchmarks: ``ray start --head`` plus more node processes
-(``ray start --address``) on this machine, then ``ray stop --force``. Not ``local_mode``: every
-replica is its own worker process, scheduled across the nodes as on a real cluster.
+(``ray start --address``) on this machine; ``stop`` ends this cluster's processes and no other. Not
+``local_mode``: every replica is its own worker process, scheduled across the nodes as on a real cluster.
 
 Each node declares ``cpus_per_node`` logical CPUs (fractions of which each replica reserves); the
 machine's real cores are shared by all of them. The cluster uses Ray's token authentication with a
@@ -19,6 +19,7 @@ the cluster's processes listen on (``tests/deploy/test_ray_cluster.py`` checks: 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -26,11 +27,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 from flashvl.testing import free_port
 
-RAY = str(Path(sys.executable).parent / "ray")
 # ``ray start`` that keeps ``--node-ip-address 127.0.0.1`` (Ray 2.60 rewrites a loopback address to
 # the machine's outward one, and would then bind every interface).
 RAY_START = [
@@ -105,16 +104,24 @@ class LocalRayCluster:
                 f"ray {' '.join(command[4:6])} failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
             )
 
+    def _pids(self) -> set[int]:
+        """This cluster's processes: its nodes (found by the cluster's own temp dir or GCS port), the Ray
+        client server, and all their descendants (raylets' workers, agents, Serve's actors)."""
+        import psutil
+
+        found: set[int] = set()
+        marks = (self.temp, f"127.0.0.1:{self.port}")
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if proc.pid != os.getpid() and any(mark in cmdline for mark in marks):
+                found.add(proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    found.update(child.pid for child in proc.children(recursive=True))
+        return found
+
     def listeners(self) -> list[tuple[str, str]]:
         """(address, process) of every TCP socket this cluster's processes listen on (``ss -ltnp``)."""
-        pids = {str(os.getpid())}  # this driver
-        for mark in (self.temp, f"127.0.0.1:{self.port}"):  # node processes; the Ray client server
-            pids.update(subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True).stdout.split())
-        for pid in list(pids):  # their children too (workers, agents, Serve's actors)
-            children = subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True).stdout.split()
-            pids.update(children)
-            for child in children:
-                pids.update(subprocess.run(["pgrep", "-P", child], capture_output=True, text=True).stdout.split())
+        pids = {str(pid) for pid in self._pids() | {os.getpid()}}  # and this driver
         out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
         found = []
         for line in out.splitlines():
@@ -125,14 +132,27 @@ class LocalRayCluster:
                 found.append((fields[3], name.group(1) if name else "?"))
         return found
 
-    def stop(self) -> None:
-        """Disconnect and stop every Ray process of this machine (``ray stop --force``)."""
+    def stop(self, grace_s: float = 10) -> None:
+        """Disconnect and stop this cluster's processes, and only them (not ``ray stop``, which stops every
+        Ray cluster of the machine: another user's, another test's)."""
+        import psutil
         import ray
 
         try:
             ray.shutdown()
         finally:
-            subprocess.run([RAY, "stop", "--force"], env=self.node_env, timeout=120, capture_output=True)
+            procs = []
+            for pid in self._pids():
+                with contextlib.suppress(psutil.Error):
+                    procs.append(psutil.Process(pid))
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    proc.terminate()
+            _, alive = psutil.wait_procs(procs, timeout=grace_s)
+            for proc in alive:
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=grace_s)
             shutil.rmtree(self.temp, ignore_errors=True)
             for key, value in self._saved_env.items():
                 if value is None:

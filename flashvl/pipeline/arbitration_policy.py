@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from flashvl.pipeline import arbitration as arb
 from flashvl.pipeline.resilience import VisionDown
+from flashvl.pipeline.review.base import make_thumbnail
 from flashvl.pipeline.types import Answer, Query, StageRecord
 from flashvl.stages.base import ChatMessage, ChatRequest, VisionResult
 
@@ -64,7 +65,7 @@ async def arbitrate(pipeline: Pipeline, query: Query, seen: VisionResult, final:
                 image_sha256=[i.sha256 for i in query.images],
                 route=final.route,
                 owner=query.principal,
-                thumbnail=arb.make_thumbnail(image) if image is not None else None,
+                thumbnail=make_thumbnail(image) if image is not None else None,
             )
         )
         final.review_id = item.id

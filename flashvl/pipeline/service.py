@@ -36,7 +36,8 @@ from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, DomainClassifier, d
 from flashvl.pipeline.guarded import Failure, GuardedLanguage, GuardedVision, Seen
 from flashvl.pipeline.prompts import cascade_messages
 from flashvl.pipeline.resilience import CircuitBreaker, VisionDown
-from flashvl.pipeline.review_store import SqliteReviewStore
+from flashvl.pipeline.review.base import ReviewQueue
+from flashvl.pipeline.review.memory import MemoryReviewStore
 from flashvl.pipeline.router.base import Decision, Router, taken
 from flashvl.pipeline.router.override import resolve_route
 from flashvl.pipeline.router.rules import KeywordRouter
@@ -45,6 +46,14 @@ from flashvl.stages.base import ChatMessage, ChatRequest, Generation, Relay, Tex
 from flashvl.text.language import detect_language
 
 __all__ = ["NOTICE_VISION_ONLY", "Answer", "Pipeline", "Query", "Route", "StageRecord"]
+
+# Added to the cascade's instructions when the client defined tools (theirs, not the server's exact tools).
+CLIENT_TOOLS_HINT = {
+    "en": "The client also gave you tools. When the question needs something the observations cannot tell but a "
+    "tool can (a price, the weather, a record), call that tool, with arguments taken from the observations.",
+    "zh": "客户端还提供了工具。当问题需要观察结果无法给出、而工具可以给出的信息(价格、天气、记录等)时,"
+    "调用该工具,参数取自观察结果。",
+}
 
 
 class Pipeline:
@@ -62,7 +71,7 @@ class Pipeline:
         arbiter: arb.Arbiter | None = None,
         reask: bool = True,
         voter: GuardedLanguage | None = None,
-        reviews: arb.ReviewStore | SqliteReviewStore | None = None,
+        reviews: ReviewQueue | None = None,
         disclaimers: dict[str, str] | None = DEFAULT_DISCLAIMER,
         domain_classifier: DomainClassifier | None = None,
         tools: bool = False,
@@ -76,7 +85,7 @@ class Pipeline:
         self.arbiter = arbiter
         self.reask = reask
         self.voter = voter
-        self.reviews = reviews or arb.ReviewStore()
+        self.reviews: ReviewQueue = reviews if reviews is not None else MemoryReviewStore()
         self.disclaimers = disclaimers
         self.domain_classifier = domain_classifier  # None: keywords alone decide a question's domain
         self.tools = tools  # exact tools for the cascade's language stage (pipeline/tool_use.py)
@@ -112,7 +121,7 @@ class Pipeline:
                 yield event
         assert final is not None
         line, domains = "", list[str]()
-        if self.disclaimers and query.task != "caption":
+        if self.disclaimers and query.task != "caption" and not final.tool_calls:  # a call is no answer yet
             line, domains = await asyncio.to_thread(  # the classifier embeds the question: off the event loop
                 disclaimer_for,
                 query.question,
@@ -286,11 +295,18 @@ class Pipeline:
     ) -> AsyncIterator[TextDelta | Answer]:
         assert self.language is not None and query.question
         ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
-        messages = cascade_messages(query.question, seen.description, ocr_text, lang)  # type: ignore[arg-type]
+        unmeasured = seen.observations.get("not_observed")
+        messages = cascade_messages(query.question, seen.description, ocr_text, lang, unmeasured)  # type: ignore[arg-type]
         if query.system and messages and messages[0].role == "system":  # the client's instructions come last
             messages[0] = ChatMessage("system", f"{messages[0].content}\n\n{query.system}")
         records, calls = [vision_record], list[tool_use.ToolCall]()
-        if self.tools and query.json_schema is None:  # exact results first; the answer is written from them
+        if query.tools and query.tool_choice != "none" and messages and messages[-1].role == "user":
+            # After the question (the prompt's prefix, instructions and observations, stays the same per image).
+            messages[-1] = ChatMessage("user", f"{messages[-1].content}\n\n{CLIENT_TOOLS_HINT[lang]}")
+        if query.tool_turns:  # the client's tool calls and their results: the answer is written from them
+            messages += query.tool_turns
+        # The server's exact tools first (not with the client's own tools: the client's calls come back to it).
+        if self.tools and query.json_schema is None and not query.tools and not query.tool_turns:
             calls, plan = await tool_use.use_tools(
                 self.language, query.question, seen.observations, ocr_text, lang, timeout=self.tool_timeout_s
             )
@@ -299,7 +315,7 @@ class Pipeline:
                 base["tools"] = [call.to_dict() for call in calls]
                 results = tool_use.describe_results(calls, lang)
                 messages[-1] = tool_use.with_results(messages[-1], results, query.question, lang)
-        base["intermediate"]["language_prompt"] = [{"role": m.role, "content": m.content} for m in messages]
+        base["intermediate"]["language_prompt"] = [m.to_openai() for m in messages]
         # Questions about one image share the prompt up to the question: the language stage keeps them together.
         prefix_key = query.images[0].sha256 if query.images else None
         run = Relay(self._generate(query, messages, records, "cascade", base, prefix_key))
@@ -331,7 +347,8 @@ class Pipeline:
                 because = final.route_decision.get("degraded_because") or "the language stage failed"
                 final.route_decision = taken(final.route_decision, "vision-only", f"language stage down: {because}")
             yield TextDelta(("\n\n" if final.completion_tokens else "") + seen.description)
-        elif self.arbiter is not None and query.json_schema is None:  # a re-ask would not keep the JSON shape
+        elif self.arbiter is not None and query.json_schema is None and not final.tool_calls:
+            # (a re-ask would not keep the JSON shape; a tool call is checked by the client that runs it)
             await arbitrate(self, query, seen, final, lang)
         yield final
 
@@ -376,6 +393,9 @@ class Pipeline:
             json_schema=query.json_schema,
             top_logprobs=query.top_logprobs,
             prefix_key=prefix_key,
+            tools=query.tools,
+            tool_choice=query.tool_choice,
+            parallel_tool_calls=query.parallel_tool_calls,
         )
         start = time.perf_counter()
         final: Generation | None = None
@@ -411,6 +431,8 @@ class Pipeline:
         intermediate = base.get("intermediate")
         if intermediate is not None:
             intermediate["language"] = {"text": final.text, "finish_reason": final.finish_reason}
+            if final.tool_calls:
+                intermediate["language"]["tool_calls"] = [call.to_openai() for call in final.tool_calls]
         yield Answer(
             final.text.strip(),
             route,
@@ -422,5 +444,6 @@ class Pipeline:
             completion_tokens=final.completion_tokens,
             finish_reason=final.finish_reason,
             logprobs=final.logprobs,
+            tool_calls=final.tool_calls,
             **(base | {"thinking": thinking}),
         )

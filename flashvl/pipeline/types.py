@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flashvl.media.types import LoadedImage
-from flashvl.stages.base import Box, ChatMessage, Task
+from flashvl.stages.base import Box, ChatMessage, Task, ToolCall
 
 Route = Literal["rule", "direct", "cascade", "vision-only", "text-only", "fallback"]
 RequestedRoute = Literal["direct", "cascade", "auto"]
@@ -39,11 +39,20 @@ class Query:
     json_schema: dict[str, Any] | None = None  # constrain the answer to this JSON schema (response_format)
     top_logprobs: int | None = None  # None: no per-token log-probabilities; n: each token and its n alternatives
     system: str | None = None  # the client's system message on an image request (instructions for the answer)
+    # The client's own tools (OpenAI ``tools``; the client runs them), for the language stage that writes the
+    # answer; not the server's exact tools (``Pipeline.tools``).
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    # On an image request: the turns after the last user message (the assistant's tool calls and the
+    # ``tool`` results), appended to the cascade's prompt so the answer is written from the results.
+    tool_turns: list[ChatMessage] | None = None
 
     @property
     def needs_language_model(self) -> bool:
-        """The answer must come from a language model: JSON output or a client's system instructions."""
-        return self.json_schema is not None or bool(self.system)
+        """The answer must come from a language model: JSON output, a client's system instructions, or the
+        client's tools (and their results)."""
+        return self.json_schema is not None or bool(self.system) or bool(self.tools) or bool(self.tool_turns)
 
 
 @dataclass
@@ -94,6 +103,7 @@ class Answer:
     logprobs: list[dict[str, Any]] | None = None  # per-token log-probabilities (OpenAI's shape), when asked
     sources: list[dict[str, Any]] | None = None  # a knowledge-base answer's cited pages (flashvl/kb/)
     tools: list[dict[str, Any]] | None = None  # the language stage's tool calls: {name, arguments, result, seconds}
+    tool_calls: list[ToolCall] | None = None  # calls of the client's tools (OpenAI ``tool_calls``)
 
     def usage(self) -> dict[str, int]:
         """Tokens of the stage call that wrote the answer (the vision stage's or the language stage's)."""

@@ -181,9 +181,34 @@ class ObservingVisionStage(VisionStage, Protocol):
 
 
 @dataclass
+class ToolCall:
+    """A call of a tool the client defined (OpenAI ``tool_calls``): the client runs it and sends the result
+    back as a ``role="tool"`` message. Not the server's own exact tools (``flashvl/tools/``)."""
+
+    id: str
+    name: str
+    arguments: str  # a JSON object, as text (OpenAI's ``function.arguments``)
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] | None = None  # an assistant turn that called client tools
+    tool_call_id: str | None = None  # a ``tool`` turn: the call it answers
+
+    def to_openai(self) -> dict[str, Any]:
+        """The message as OpenAI's chat API takes it (what llama.cpp and upstreams are sent)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_openai() for call in self.tool_calls]
+            out["content"] = self.content or None
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
 
 
 @dataclass
@@ -201,6 +226,11 @@ class ChatRequest:
     # Requests with the same key share a long prompt prefix (the cascade: an image's observations); a stage
     # with slots keeps them on one slot so the prefix is read once (llama.cpp: slot affinity).
     prefix_key: str | None = None
+    # Tools the client defined (OpenAI ``tools``: ``{"type": "function", "function": {name, description,
+    # parameters}}``), validated by the API; the answer may then be ``Generation.tool_calls`` instead of text.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None  # "none" | "auto" | "required" | {"type": "function", ...}
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass
@@ -231,6 +261,7 @@ class Generation:
     timings: Timings = field(default_factory=Timings)
     logprobs: list[dict[str, Any]] | None = None  # per-token entries when ``ChatRequest.top_logprobs`` was set
     replica: str | None = None  # the replica that made it, when the stage runs elsewhere (Ray Serve)
+    tool_calls: list[ToolCall] | None = None  # the client's tools the model called (finish_reason "tool_calls")
 
 
 @runtime_checkable

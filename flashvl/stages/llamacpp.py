@@ -30,14 +30,25 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.stages.base import ChatRequest, Generation, TextDelta, Timings, final_result
+from flashvl.stages.client_tools import (
+    CallAssembler,
+    answered_before,
+    call_schema,
+    chosen_name,
+    forced,
+    may_be_call,
+    parse_text_calls,
+    tool_names,
+)
 
 _END = object()
 
@@ -53,6 +64,7 @@ class _Piece:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     timings: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # OpenAI ``delta.tool_calls`` pieces
 
 
 def _openai_entry(entry: dict[str, Any], top: int) -> dict[str, Any]:
@@ -69,7 +81,8 @@ def _extract_piece(chunk: dict[str, Any], top: int | None = None) -> _Piece:
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
         piece.content += delta.get("content") or ""
-        piece.reasoning += delta.get("reasoning_content") or ""
+        piece.reasoning += delta.get("reasoning_content") or delta.get("reasoning") or ""
+        piece.tool_calls += delta.get("tool_calls") or []
         piece.finish_reason = choice.get("finish_reason") or piece.finish_reason
         for entry in (choice.get("logprobs") or {}).get("content") or []:
             logprob = entry.get("logprob")
@@ -146,6 +159,7 @@ class LlamaCppLanguageStage:
         self._slot_busy = [0] * slots
         self._slot_lock = threading.Lock()
         self.verbose = verbose
+        self.supports_tools = True  # the client's tools (OpenAI ``tools``), through the chat template (jinja)
         self._server: Any = None
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: dict[Future[None], threading.Event] = {}
@@ -172,6 +186,9 @@ class LlamaCppLanguageStage:
         params.n_ctx = self.ctx
         params.n_parallel = self.slots
         params.cont_batching = True
+        # The GGUF's own chat template, run as jinja (xllamacpp's default, made explicit): it shows the model the
+        # client's tools and renders tool calls and results; llama.cpp parses the calls from its format.
+        params.use_jinja = True
         params.cache_ram_mib = self.prompt_cache_mib
         params.endpoint_metrics = True
         params.verbosity = 3 if self.verbose else 2  # 2: warnings and errors, no per-request lines
@@ -329,7 +346,7 @@ class LlamaCppLanguageStage:
 
     def _request_body(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [m.to_openai() for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "stream": True,
@@ -352,6 +369,24 @@ class LlamaCppLanguageStage:
             body |= {"seed": request.seed, "cache_prompt": False}
         if request.json_schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.json_schema}}
+        if request.tools and request.tool_choice != "none":
+            # The chat template (jinja) shows the model the tools; llama.cpp parses the calls it writes in its
+            # template's format. A forced call ("required" or a named tool; llama.cpp takes only strings) is
+            # written under a JSON schema of the allowed calls, which any model follows.
+            name = chosen_name(request.tool_choice)
+            tools = [t for t in request.tools if name is None or (t.get("function") or {}).get("name") == name]
+            body |= {"tools": tools, "tool_choice": "auto"}
+            if request.top_logprobs is not None:
+                raise FlashvlError(
+                    "unsupported_parameter", "logprobs with tools: llama.cpp does not report them; leave one out.", 400
+                )
+            body.pop("logprobs", None)  # llama.cpp refuses them with tools (no confidence for this answer)
+            body.pop("top_logprobs", None)
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
+            if forced(request.tool_choice):
+                schema = call_schema(tools, request.tool_choice)
+                body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
         return body
 
     async def generate(self, request: ChatRequest) -> Generation:
@@ -362,7 +397,58 @@ class LlamaCppLanguageStage:
         """Yield text deltas, then the final ``Generation``. Closing early stops llama.cpp."""
         return self._events(request, live=True)
 
-    async def _events(self, request: ChatRequest, *, live: bool) -> AsyncIterator[TextDelta | Generation]:
+    def _events(self, request: ChatRequest, *, live: bool) -> AsyncIterator[TextDelta | Generation]:
+        if request.tools and request.tool_choice != "none":
+            return self._with_tools(request, live=live)
+        return self._run(request, live=live)
+
+    async def _with_tools(self, request: ChatRequest, *, live: bool) -> AsyncIterator[TextDelta | Generation]:
+        """An answer that may be calls of the client's tools (``Generation.tool_calls``).
+
+        Calls llama.cpp parsed come as they are; a call the model wrote as text (plain or fenced JSON,
+        Hermes tags) is read as one when it names a defined tool, so streamed text is held back while it
+        could still be one. A model that only repeats a call whose result the conversation already has
+        (small models do) is asked once more without the tools, to answer from the result.
+        """
+        names = tool_names(request.tools)
+        attempts = [request]
+        if not forced(request.tool_choice) and any(m.role == "tool" for m in request.messages):
+            attempts.append(replace(request, tool_choice="none"))
+        for attempt in attempts:
+            held: list[TextDelta] = []
+            passing = False  # the text is an answer, not a call: pieces go out as they come
+            final: Generation | None = None
+            async with aclosing(self._run(attempt, live=live)) as events:
+                async for event in events:
+                    if isinstance(event, Generation):
+                        final = event
+                    elif passing or event.kind == "thinking":
+                        yield event
+                    else:
+                        held.append(event)
+                        if not may_be_call("".join(d.text for d in held)):
+                            passing = True
+                            for delta in held:
+                                yield delta
+                            held = []
+            assert final is not None
+            calls = final.tool_calls
+            if not calls and not passing and final.finish_reason != "length":
+                calls = parse_text_calls(final.text, names)
+                if calls:
+                    final.text = ""
+            if calls and attempt is not attempts[-1] and answered_before(calls, request.messages):
+                continue
+            if calls:
+                final.tool_calls, final.finish_reason = calls, "tool_calls"
+            else:
+                final.tool_calls = None
+                for delta in held:
+                    yield delta
+            yield final
+            return
+
+    async def _run(self, request: ChatRequest, *, live: bool) -> AsyncGenerator[TextDelta | Generation, None]:
         server, executor = self._server, self._executor
         if server is None or executor is None:
             raise StageUnavailable(self.name, "the language model is not loaded")
@@ -428,6 +514,7 @@ class LlamaCppLanguageStage:
         finish_reason = "stop"
         usage: dict[str, Any] = {}
         llama_timings: dict[str, Any] = {}
+        calls = CallAssembler()
         try:
             while (delivered := await queue.get()) is not _END:
                 for item in delivered if isinstance(delivered, list) else [delivered]:
@@ -440,6 +527,7 @@ class LlamaCppLanguageStage:
                     usage = item.usage or usage
                     llama_timings = item.timings or llama_timings
                     finish_reason = item.finish_reason or finish_reason
+                    calls.feed(item.tool_calls)
                     if item.reasoning:
                         thinking.append(item.reasoning)
                         if live:
@@ -460,6 +548,7 @@ class LlamaCppLanguageStage:
             confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
             timings=_timings(llama_timings, time.perf_counter() - started),
             logprobs=entries if top is not None else None,
+            tool_calls=calls.calls() or None,
         )
 
 

@@ -12,6 +12,11 @@
 - Images go as base64 data URLs (downscaled to ``max_pixels`` first), or in ``url`` mode as the
   original http(s) URL when the image came from one.
 - GLM's thinking switch goes as ``chat_template_kwargs: {"enable_thinking": ...}``.
+- The client's tools (``tools``, ``tool_choice``, ``parallel_tool_calls``, assistant ``tool_calls`` and
+  ``role: "tool"`` messages) go through unchanged; the upstream's ``tool_calls`` (streamed pieces or
+  whole) come back as ``Generation.tool_calls``. Thinking is read from ``reasoning_content`` or
+  ``reasoning`` (vLLM's newer name), streamed or not; an upstream that answers a stream request
+  with one JSON completion is read too.
 The API key is sent as a bearer token and never logged.
 """
 
@@ -40,10 +45,12 @@ from flashvl.stages.base import (
     Relay,
     TextDelta,
     Timings,
+    ToolCall,
     VisionRequest,
     VisionResult,
     final_result,
 )
+from flashvl.stages.client_tools import CallAssembler
 from flashvl.stages.glm_output import StreamParser, parse_output
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -66,6 +73,7 @@ class _Streamed:
     finish_reason: str
     confidence: float | None
     timings: Timings
+    tool_calls: list[ToolCall] | None = None
 
 
 class _Retryable(Exception):
@@ -124,6 +132,7 @@ class OpenAICompatStage:
         self.retries = retries
         self.image_mode = image_mode
         self.enable_thinking_kwarg = enable_thinking_kwarg
+        self.supports_tools = role == "language"  # the client's tools go to the upstream as they are
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:  # no key in reprs or logs
@@ -173,6 +182,9 @@ class OpenAICompatStage:
         seed: int | None = None,
         json_schema: dict[str, Any] | None = None,
         logprobs: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        parallel_tool_calls: bool | None = None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_id,
@@ -180,7 +192,7 @@ class OpenAICompatStage:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if logprobs:
+        if logprobs and not tools:  # (llama.cpp refuses logprobs with tools)
             body["logprobs"] = True  # for confidence; engines that lack it ignore it
         optional = {
             "max_tokens": max_tokens,
@@ -197,6 +209,12 @@ class OpenAICompatStage:
             }
         if self.enable_thinking_kwarg:
             body["chat_template_kwargs"] = {"enable_thinking": enable_thinking}
+        if tools:
+            body["tools"] = tools
+            if tool_choice is not None:
+                body["tool_choice"] = tool_choice
+            if parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = parallel_tool_calls
         return body
 
     async def _open(self, body: dict[str, Any]) -> httpx.Response:
@@ -247,6 +265,16 @@ class OpenAICompatStage:
         """The upstream's stream chunks (SSE ``data:`` JSON). Closing this closes the connection."""
         response = await self._open(body)
         try:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                # An upstream that ignored ``stream``: its one completion, read as one chunk.
+                try:
+                    whole = json.loads(await response.aread())
+                except json.JSONDecodeError as exc:
+                    raise StageUnavailable(self.name, "upstream sent invalid JSON") from exc
+                if isinstance(whole, dict) and isinstance(whole.get("error"), dict):
+                    raise StageUnavailable(self.name, f"upstream error: {whole['error'].get('message')}")
+                yield completion_as_chunk(whole if isinstance(whole, dict) else {})
+                return
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -274,6 +302,7 @@ class OpenAICompatStage:
         finish_reason = "stop"
         started = time.perf_counter()
         first_token_s: float | None = None
+        calls = CallAssembler()
         async with aclosing(self._chunks(body)) as chunks:
             async for chunk in chunks:
                 if isinstance(chunk.get("usage"), dict):  # with include_usage: the last chunk, no choices
@@ -285,6 +314,7 @@ class OpenAICompatStage:
                         value = entry.get("logprob")
                         if isinstance(value, int | float) and math.isfinite(value):
                             logprobs.append(float(value))
+                    calls.feed(delta.get("tool_calls"))
                     reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
                     if reasoning or delta.get("content"):
                         first_token_s = first_token_s or time.perf_counter() - started
@@ -304,6 +334,7 @@ class OpenAICompatStage:
             finish_reason=finish_reason,
             confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
             timings=Timings({"first_token": first_token_s or total, "stream": total - (first_token_s or total)}),
+            tool_calls=calls.calls() or None,
         )
 
     # ------------------------------------------------------------ language
@@ -316,7 +347,7 @@ class OpenAICompatStage:
 
     async def _stream_chat(self, request: ChatRequest) -> AsyncIterator[TextDelta | Generation]:
         body = self._body(
-            [{"role": m.role, "content": m.content} for m in request.messages],
+            [m.to_openai() for m in request.messages],
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -325,6 +356,9 @@ class OpenAICompatStage:
             seed=request.seed,
             json_schema=request.json_schema,
             logprobs=request.logprobs,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            parallel_tool_calls=request.parallel_tool_calls,
         )
         run = Relay(self._run(body))
         async for delta in run:
@@ -336,11 +370,12 @@ class OpenAICompatStage:
             stage=self.name,
             text=parsed.answer,
             thinking=thinking,
-            finish_reason=summary.finish_reason,
+            finish_reason="tool_calls" if summary.tool_calls else summary.finish_reason,
             prompt_tokens=summary.prompt_tokens,
             completion_tokens=summary.completion_tokens,
             confidence=summary.confidence,
             timings=summary.timings,
+            tool_calls=summary.tool_calls,
         )
 
     async def generate(self, request: ChatRequest) -> Generation:
@@ -392,6 +427,24 @@ class OpenAICompatStage:
 
     async def see(self, request: VisionRequest) -> VisionResult:
         return await final_result(self._stream_vision(request), VisionResult, self.name)
+
+
+def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
+    """A whole (non-streamed) chat completion as one stream chunk: each choice's ``message`` as its
+    ``delta`` (``content``, ``reasoning_content`` or ``reasoning``, ``tool_calls``), with the usage."""
+    choices = []
+    for choice in completion.get("choices") or []:
+        message = dict(choice.get("message") or {})
+        message["tool_calls"] = [
+            call | {"index": call.get("index", i)} for i, call in enumerate(message.get("tool_calls") or [])
+        ]
+        choices.append(
+            {"delta": message, "finish_reason": choice.get("finish_reason"), "logprobs": choice.get("logprobs")}
+        )
+    chunk: dict[str, Any] = {"choices": choices}
+    if isinstance(completion.get("usage"), dict):
+        chunk["usage"] = completion["usage"]
+    return chunk
 
 
 def _tokens(value: Any) -> int:

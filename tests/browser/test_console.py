@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
-from flashvl.pipeline.arbitration import make_thumbnail
-from flashvl.pipeline.review_store import SqliteReviewStore
+from flashvl.pipeline.review.base import make_thumbnail
+from flashvl.pipeline.review.sqlite import SqliteReviewStore
 from flashvl.security.auth import hash_key, new_key
 from flashvl.testing import start_server, stop_server
 from tests.browser.helpers import Opened, browser_fixture  # noqa: F401 (the browser fixture)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flashvl.pipeline.review_store import build_review_store
-from flashvl.pipeline.review_store_redis import RedisReviewStore
+from flashvl.pipeline.review.factory import build_review_store
+from flashvl.pipeline.review.redis import RedisReviewStore
 from flashvl.testing import start_redis
 
 

@@ -21,9 +21,11 @@ from PIL import Image
 
 from flashvl.config import Settings
 from flashvl.media import decode_image
-from flashvl.pipeline.arbitration import THUMBNAIL_MAX_BYTES, THUMBNAIL_SIDE, Conflict, make_thumbnail
+from flashvl.pipeline.arbitration import Conflict
 from flashvl.pipeline.arbitration_policy import arbitrate
-from flashvl.pipeline.review_store import SqliteReviewStore, build_review_store
+from flashvl.pipeline.review.base import THUMBNAIL_MAX_BYTES, THUMBNAIL_SIDE, make_thumbnail
+from flashvl.pipeline.review.factory import build_review_store
+from flashvl.pipeline.review.sqlite import SqliteReviewStore
 from flashvl.pipeline.types import Answer, Query
 from flashvl.stages.base import VisionResult
 from flashvl.testing import start_server, stop_server

@@ -1,17 +1,19 @@
 """Continuous batching in the in-process GLM stage (issue 18), on the tiny random GLM model: short
-requests that arrive while a long one generates join the running batch at the next decode step,
-leave when done (while the long one goes on), and get exactly the answers they get alone."""
+requests that arrive while a long one generates join the running batch at the next decode step
+(those that arrive together are read in one prefill, image and text-only rows alike), leave when
+done (while the long one goes on), and get exactly the answers they get alone."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from flashvl.media.types import LoadedImage
-from flashvl.stages.base import TextDelta, VisionRequest, VisionResult
+from flashvl.stages.base import ChatMessage, ChatRequest, TextDelta, VisionRequest, VisionResult
 
 pytest.importorskip("torch")
 pytest.importorskip("torchvision")
@@ -43,11 +45,35 @@ def test_a_row_joins_a_running_batch_and_gets_exactly_its_solo_answer(model_dir:
         VisionRequest([photo("chelsea")], "Describe the image.", max_tokens=20, temperature=0),
     ]
 
-    async def run() -> tuple[list[str], list[VisionResult], bool]:
+    chat = ChatRequest([ChatMessage("user", "Say something.")], max_tokens=10, temperature=0)
+
+    async def run() -> tuple[list[str], str, list[VisionResult], str, bool, list[int]]:
         stage = Glm4vStage(str(model_dir), max_batch=8, batch_wait_ms=0, max_pixels=256 * 256, continuous=True)
         await stage.load()
+        engine = stage._continuous
+        groups: list[int] = []  # rows per prefill forward
+        prefill = engine._prefill
+
+        def counted(jobs: list) -> object:
+            groups.append(len(jobs))
+            return prefill(jobs)
+
+        engine._prefill = counted
+        # Hand the joiners over only once all three have arrived (the long row decodes meanwhile), so
+        # that they wait together whatever the machine's load: one prefill must read them all.
+        batcher = stage._batcher
+        take = batcher._join
+
+        def together(joined: list, most: int) -> list:
+            if 0 < batcher._joining.qsize() < 3 and time.monotonic() < deadline:
+                return []
+            return take(joined, most)
+
+        deadline = time.monotonic() + 30
+        batcher._join = together  # type: ignore[method-assign]
         try:
             alone = [(await stage.see(r)).answer or "" for r in joining]
+            chat_alone = (await stage.generate(chat)).text
             started = asyncio.Event()
 
             async def long_one() -> None:
@@ -57,19 +83,22 @@ def test_a_row_joins_a_running_batch_and_gets_exactly_its_solo_answer(model_dir:
 
             long_task = asyncio.create_task(long_one())
             await started.wait()
-            results = await asyncio.gather(*[stage.see(r) for r in joining])
+            groups.clear()
+            *results, chat_joined = await asyncio.gather(*[stage.see(r) for r in joining], stage.generate(chat))
             long_still_running = not long_task.done()
             long_task.cancel()  # closing its stream stops its row
             await asyncio.gather(long_task, return_exceptions=True)
-            return alone, list(results), long_still_running
+            return alone, chat_alone, list(results), chat_joined.text, long_still_running, groups
         finally:
             await stage.close()
 
-    alone, results, long_still_running = asyncio.run(run())
+    alone, chat_alone, results, chat_joined, long_still_running, groups = asyncio.run(run())
     assert len(set(alone)) == 2
     assert [r.answer for r in results] == alone
+    assert chat_joined == chat_alone and chat_alone
     assert long_still_running, "the short rows left the batch while the long one kept decoding"
     assert all(r.observations["batch_size"] >= 2 for r in results), "they ran alongside the long row"
+    assert groups == [3], f"rows waiting together share one prefill: {groups}"
     assert [r.completion_tokens for r in results] == [12, 20]
     assert {"queue", "prompt", "generate"} <= set(results[0].timings.steps)
     assert results[0].timings.tokens["generated"] == 12

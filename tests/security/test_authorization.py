@@ -20,7 +20,7 @@ import pytest
 
 from flashvl.cli import main as flashvl_main
 from flashvl.config import Settings
-from flashvl.pipeline.review_store import SqliteReviewStore
+from flashvl.pipeline.review.sqlite import SqliteReviewStore
 from flashvl.security.auth import Authenticator, AuthError, hash_key, new_key
 from tests.servers import start_server, stop_server
 

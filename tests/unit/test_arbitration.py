@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from flashvl.pipeline.arbitration import PAIRS, THRESHOLD_FILE, Arbiter, ReviewStore, calibrate
+from flashvl.pipeline.arbitration import PAIRS, THRESHOLD_FILE, Arbiter, calibrate
 from flashvl.pipeline.disclaimers import disclaimer_for
 from flashvl.pipeline.embedding import Embedder
 from flashvl.pipeline.resilience import CircuitBreaker, is_moderation_request, keyword_fallback
+from flashvl.pipeline.review.memory import MemoryReviewStore as ReviewStore
 
 CAT = {"objects": [{"label": "cat", "score": 0.8}]}
 CAT_DESCRIPTION = "Objects: a cat (large, centre). Labels: tabby cat 0.71. No text detected."

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from flashvl.config import Settings
-from flashvl.pipeline.review_store import ReviewStore, SqliteReviewStore, build_review_store
+from flashvl.pipeline.review.factory import build_review_store
+from flashvl.pipeline.review.memory import MemoryReviewStore as ReviewStore
+from flashvl.pipeline.review.sqlite import SqliteReviewStore
 
 
 def flagged(n: int) -> dict:

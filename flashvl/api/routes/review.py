@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import State
 from flashvl.errors import FlashvlError
-from flashvl.pipeline.arbitration import thumbnail_type
+from flashvl.pipeline.review.base import thumbnail_type
 
 router = APIRouter(prefix="/review", tags=["review"], dependencies=[Depends(require_scope("review"))])
 

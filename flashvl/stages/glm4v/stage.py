@@ -78,6 +78,7 @@ class Glm4vStage:
         self._weights: dict[str, Any] | None = None  # hub revision or content hash, set in load
         self._model: Any = None
         self._processor: Any = None
+        self._continuous: Any = None  # the ContinuousEngine (continuous batching), set in load
         self._load_lock = asyncio.Lock()
         self.threads = threads or default_threads()  # the generating thread's intra-op threads
         self._batcher: DynamicBatcher[dict[str, Any], Any] = DynamicBatcher(
@@ -130,6 +131,16 @@ class Glm4vStage:
         self._processor = processor
         self._model = model.to(device).eval()
         self.device, self.dtype = device, dtype
+        if self._batcher.continuous:
+            from flashvl.stages.glm4v.continuous import ContinuousEngine
+
+            self._continuous = ContinuousEngine(
+                self._model,
+                processor.tokenizer,
+                device=device,
+                dtype=dtype,
+                max_rows=self._batcher.max_batch,
+            )
         self._weights = _identify_weights(local if local.is_dir() else None, self.model_ref, model.config)
 
     def fingerprint(self) -> dict[str, Any]:
@@ -156,7 +167,7 @@ class Glm4vStage:
 
     async def close(self) -> None:
         await self._batcher.close()
-        self._model = None
+        self._model = self._continuous = None
 
     def add_batch_listener(self, callback: Callable[[int], None]) -> None:
         """``callback(batch_size)`` after each batch forms (the app feeds a histogram with it)."""
@@ -183,16 +194,8 @@ class Glm4vStage:
     def _run_batch(self, jobs: list[Any], join: Callable[[int], list[Any]] | None = None) -> None:
         from flashvl.stages.glm4v import engine
 
-        if self._batcher.continuous:  # rows join between decode steps and leave when done
-            engine.run_continuous(
-                self._model,
-                self._processor.tokenizer,
-                jobs,
-                join,
-                device=str(self.device),
-                dtype=self.dtype,
-                max_rows=self._batcher.max_batch,
-            )
+        if self._continuous is not None:  # rows join between decode steps and leave when done
+            self._continuous.run(jobs, join)
             return
         engine.run_batch(self._model, self._processor.tokenizer, jobs, device=str(self.device), dtype=self.dtype)
 

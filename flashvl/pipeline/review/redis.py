@@ -3,7 +3,7 @@ with the interface of ``SqliteReviewStore`` (``add``, ``list``, ``get``, ``resol
 the same bound (the oldest item goes first once there are ``max_items``).
 
 Keys (under ``prefix``, default ``flashvl:reviews``; give each app sharing a Redis its own):
-``:items`` (hash: id -> the item's JSON, written by the SQLite store's own ``_dump`` so every field
+``:items`` (hash: id -> the item's JSON, written by ``dump_item`` so every field
 flows through), ``:thumbnails`` (hash: id -> the thumbnail's bytes, when the item has one),
 ``:order`` (zset: id -> arrival number, from ``:seq``) and ``:status:<status>`` (zset per status,
 same scores). Adding (with the trim) is one Lua script; resolving is a WATCH transaction, retried
@@ -18,8 +18,7 @@ from typing import Any
 
 import redis
 
-from flashvl.pipeline.arbitration import ReviewItem
-from flashvl.pipeline.review_store import _dump, _load
+from flashvl.pipeline.review.base import ReviewItem, dump_item, load_item
 
 STATUSES = ("open", "resolved")
 
@@ -82,7 +81,7 @@ class RedisReviewStore:
 
     def add(self, **fields: Any) -> ReviewItem:
         item = ReviewItem(id=uuid.uuid4().hex[:16], created=time.time(), **fields)
-        thumbnail = getattr(item, "thumbnail", None)
+        thumbnail = item.thumbnail
         self._add(
             keys=[
                 self._items,
@@ -92,7 +91,7 @@ class RedisReviewStore:
                 self._status(item.status),
                 *(self._status(s) for s in STATUSES),
             ],
-            args=[item.id, _dump(item), self.max_items, thumbnail or b"", int(thumbnail is not None)],
+            args=[item.id, dump_item(item), self.max_items, thumbnail or b"", int(thumbnail is not None)],
         )
         return item
 
@@ -128,7 +127,7 @@ class RedisReviewStore:
             before = item.status
             item.mark_resolved(verdict, corrected_answer, note, resolved_by)
             pipe.multi()
-            pipe.hset(self._items, item_id, _dump(item))
+            pipe.hset(self._items, item_id, dump_item(item))
             pipe.zrem(self._status(before), item_id)
             if seq is not None:
                 pipe.zadd(self._status(item.status), {item_id: seq})
@@ -142,10 +141,7 @@ class RedisReviewStore:
 
 
 def _item(text: bytes | str, thumbnail: bytes | None) -> ReviewItem:
-    item = _load(text.decode() if isinstance(text, bytes) else text)
-    if thumbnail and hasattr(item, "thumbnail"):
-        item.thumbnail = thumbnail
-    return item
+    return load_item(text.decode() if isinstance(text, bytes) else text, thumbnail or None)
 
 
 __all__ = ["RedisReviewStore"]

@@ -1,26 +1,16 @@
-"""Answers flagged by arbitration, kept for a person: in memory, or in SQLite so a restart (or
-another worker process on the same file) keeps them. Both have the ``ReviewStore`` interface:
-``add``, ``list``, ``get``, ``resolve``; both are bounded (the oldest item goes first). An item's
-``thumbnail`` (a few KB of WebP, or None) lives as long as the item: in SQLite, its own BLOB column next to
-the item's JSON; ``thumbnails`` says whether flagged answers get one (``--review-thumbnails``)."""
+"""The review queue in one SQLite file (``--review-store sqlite``): survives a restart and is shared by
+every process of one machine on the same file. The thumbnail has its own BLOB column next to the item's JSON."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flashvl.pipeline.arbitration import ReviewItem, ReviewStore
-
-if TYPE_CHECKING:
-    from flashvl.pipeline.review_store_redis import RedisReviewStore
-
-__all__ = ["ReviewStore", "SqliteReviewStore", "build_review_store"]
+from flashvl.pipeline.review.base import ReviewItem, dump_item, load_item
 
 
 class SqliteReviewStore:
@@ -48,7 +38,7 @@ class SqliteReviewStore:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO reviews (id, status, item, thumbnail) VALUES (?, ?, ?, ?)",
-                (item.id, item.status, _dump(item), item.thumbnail),
+                (item.id, item.status, dump_item(item), item.thumbnail),
             )
             self._db.execute("DELETE FROM reviews WHERE seq <= (SELECT MAX(seq) FROM reviews) - ?", (self.max_items,))
             self._db.execute("COMMIT")
@@ -62,12 +52,12 @@ class SqliteReviewStore:
                 rows = self._db.execute(
                     "SELECT item, thumbnail FROM reviews WHERE status = ? ORDER BY seq", (status,)
                 ).fetchall()
-        return [_load(*row) for row in rows]
+        return [load_item(*row) for row in rows]
 
     def get(self, item_id: str) -> ReviewItem | None:
         with self._lock:
             row = self._db.execute("SELECT item, thumbnail FROM reviews WHERE id = ?", (item_id,)).fetchone()
-        return _load(*row) if row else None
+        return load_item(*row) if row else None
 
     def resolve(
         self,
@@ -83,10 +73,10 @@ class SqliteReviewStore:
             if row is None:
                 self._db.execute("ROLLBACK")
                 return None
-            item = _load(*row)
+            item = load_item(*row)
             item.mark_resolved(verdict, corrected_answer, note, resolved_by)
             self._db.execute(
-                "UPDATE reviews SET status = ?, item = ? WHERE id = ?", (item.status, _dump(item), item_id)
+                "UPDATE reviews SET status = ?, item = ? WHERE id = ?", (item.status, dump_item(item), item_id)
             )
             self._db.execute("COMMIT")
         return item
@@ -94,35 +84,3 @@ class SqliteReviewStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-
-def build_review_store(
-    kind: str,
-    path: Path,
-    max_items: int,
-    thumbnails: bool = True,
-    redis_url: str = "",
-    redis_prefix: str = "flashvl:reviews",
-) -> ReviewStore | SqliteReviewStore | RedisReviewStore:
-    if kind == "sqlite":
-        return SqliteReviewStore(path, max_items, thumbnails)
-    if kind == "memory":
-        return ReviewStore(max_items, thumbnails)
-    if kind == "redis":  # shared by every process and machine on it (review_store_redis.py)
-        from flashvl.pipeline.review_store_redis import RedisReviewStore
-
-        if not redis_url:
-            raise ValueError("--review-store redis needs --review-redis-url redis://HOST:6379/N")
-        return RedisReviewStore(redis_url, max_items, thumbnails, redis_prefix)
-    raise ValueError(f"review_store must be 'sqlite', 'memory' or 'redis', not {kind!r}")
-
-
-def _dump(item: ReviewItem) -> str:
-    fields = asdict(item)
-    del fields["thumbnail"]  # in its own column
-    return json.dumps(fields, ensure_ascii=False)
-
-
-def _load(text: str, thumbnail: bytes | None = None) -> ReviewItem:
-    # items written before owner/resolved_by/thumbnail existed take the defaults
-    return ReviewItem(**json.loads(text), thumbnail=thumbnail)

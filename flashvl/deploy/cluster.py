@@ -14,7 +14,7 @@ the node's address is a loopback one, but on Linux ``ray start`` and ``ray.init`
 interface. So the nodes are started by ``ray start`` with that rewrite turned off (``RAY_START``),
 and drivers (this process, and whoever uses ``env``) run with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
 Ray's switch that makes a driver take ``127.0.0.1`` as its own address. ``listeners()`` lists what
-the cluster's processes listen on (``tests/deploy/test_ray_cluster.py`` checks: loopback only).
+the cluster's processes listen on (``tests/deploy/test_ray_scaling.py`` checks: loopback only).
 """
 
 from __future__ import annotations

@@ -437,8 +437,10 @@ class LlamaCppLanguageStage:
                 calls = parse_text_calls(final.text, names)
                 if calls:
                     final.text = ""
-            if calls and attempt is not attempts[-1] and answered_before(calls, request.messages):
+            if calls and not passing and attempt is not attempts[-1] and answered_before(calls, request.messages):
                 continue
+            if calls and request.parallel_tool_calls is False:
+                calls = calls[:1]
             if calls:
                 final.tool_calls, final.finish_reason = calls, "tool_calls"
             else:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from flashvl.stages.base import ChatMessage, ChatRequest, ToolCall
+from flashvl.stages.base import ChatMessage, ChatRequest, Generation, TextDelta, ToolCall
 from flashvl.stages.client_tools import (
     CallAssembler,
     answered_before,
@@ -17,6 +17,7 @@ from flashvl.stages.client_tools import (
     may_be_call,
     parse_text_calls,
 )
+from flashvl.stages.llamacpp import LlamaCppLanguageStage
 from flashvl.stages.openai_compat import OpenAICompatStage, completion_as_chunk
 
 NAMES = ["get_weather"]
@@ -153,3 +154,76 @@ def test_upstream_gets_tools_and_returns_calls() -> None:
     assert sent["tools"] == [WEATHER] and sent["tool_choice"] == "auto" and sent["parallel_tool_calls"] is False
     assert sent["messages"][1]["tool_calls"] == [earlier.to_openai()]
     assert sent["messages"][2] == {"role": "tool", "content": '{"temperature_c": 17.3}', "tool_call_id": "call_0"}
+
+
+def test_llamacpp_request_body_with_tools() -> None:
+    stage = LlamaCppLanguageStage(None)
+    other = {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}}
+    ask = [ChatMessage("user", "Weather in Paris?")]
+    plain = stage._request_body(ChatRequest(ask))
+    assert "tools" not in plain and plain["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+    auto = stage._request_body(ChatRequest(ask, tools=[WEATHER, other], tool_choice="auto"))
+    assert auto["tools"] == [WEATHER, other] and auto["tool_choice"] == "auto" and "response_format" not in auto
+    assert "logprobs" not in auto  # llama.cpp refuses token probabilities with tools
+    named = stage._request_body(
+        ChatRequest(ask, tools=[WEATHER, other], tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    )
+    assert named["tools"] == [WEATHER] and named["tool_choice"] == "auto"  # llama.cpp takes only string choices
+    schema = named["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["name"] == {"const": "get_weather"}
+    none = stage._request_body(ChatRequest(ask, tools=[WEATHER], tool_choice="none"))
+    assert "tools" not in none and "response_format" not in none
+
+
+class _Scripted(LlamaCppLanguageStage):
+    """The tool handling of the llama.cpp stage over scripted model outputs (one per attempt)."""
+
+    def __init__(self, *outputs: list[str]) -> None:
+        super().__init__(None)
+        self.outputs = list(outputs)
+        self.asked: list[ChatRequest] = []
+
+    async def _run(self, request: ChatRequest, *, live: bool) -> Any:  # type: ignore[override]
+        self.asked.append(request)
+        pieces = self.outputs.pop(0)
+        for piece in pieces if live else []:
+            yield TextDelta(piece)
+        yield Generation(stage="scripted", text="".join(pieces))
+
+
+def _collect(stage: LlamaCppLanguageStage, request: ChatRequest) -> tuple[list[str], Generation]:
+    async def run() -> tuple[list[str], Generation]:
+        texts, final = [], None
+        async for event in stage.stream(request):
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+            else:
+                final = event
+        assert isinstance(final, Generation)
+        return texts, final
+
+    return asyncio.run(run())
+
+
+def test_llamacpp_streams_text_and_holds_back_calls() -> None:
+    ask = [ChatMessage("user", "Weather in Paris?")]
+    prose = _Scripted(["It ", "is ", "sunny."])
+    texts, final = _collect(prose, ChatRequest(ask, tools=[WEATHER]))
+    assert texts == ["It ", "is ", "sunny."] and final.tool_calls is None and final.text == "It is sunny."
+    call = _Scripted(["```json\n", '{"name": "get_weather", ', '"arguments": {"city": "Paris"}}', "\n```"])
+    texts, final = _collect(call, ChatRequest(ask, tools=[WEATHER]))
+    assert texts == [] and final.finish_reason == "tool_calls" and final.text == ""
+    assert final.tool_calls is not None and json.loads(final.tool_calls[0].arguments) == {"city": "Paris"}
+
+
+def test_llamacpp_repeated_call_is_answered_without_tools() -> None:
+    asked = ToolCall("call_1", "get_weather", '{"city": "Paris"}')
+    messages = [
+        ChatMessage("user", "Weather in Paris?"),
+        ChatMessage("assistant", "", tool_calls=[asked]),
+        ChatMessage("tool", '{"temperature_c": 17.3}', tool_call_id="call_1"),
+    ]
+    stage = _Scripted(['{"name": "get_weather", "arguments": {"city": "Paris"}}'], ["It is ", "17.3 C."])
+    texts, final = _collect(stage, ChatRequest(messages, tools=[WEATHER], tool_choice="auto"))
+    assert texts == ["It is ", "17.3 C."] and final.tool_calls is None
+    assert [r.tool_choice for r in stage.asked] == ["auto", "none"]

@@ -155,7 +155,7 @@ def _check_tools(body: ChatCompletionRequest, state: AppState, schema: dict[str,
         named = None if isinstance(choice, str) else choice.function.name
         if named is not None and named not in {(t.get("function") or {}).get("name") for t in body.tools or []}:
             raise _invalid("invalid_tool_choice", f"tool_choice names `{named[:64]}`, which is not one of the tools.")
-        if choice != "none" and not body.tools:
+        if choice not in ("none", "auto") and not body.tools:  # ("auto" without tools: nothing to choose)
             raise _invalid("invalid_tool_choice", f"tool_choice {json.dumps(body.tool_choice)[:80]} needs tools.")
     if not uses_tools:
         return

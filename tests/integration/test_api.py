@@ -99,7 +99,7 @@ def test_openai_client_streaming(live_server: str, image_server: str) -> None:
             {
                 "role": "user",
                 "content": [
-                    {"type": "text", "text": "What is the cat doing?"},
+                    {"type": "text", "text": "Write one sentence about this picture for a photo album."},
                     {"type": "image_url", "image_url": {"url": f"{image_server}/chelsea.jpg"}},
                 ],
             }

@@ -39,8 +39,8 @@ def load(name: str) -> LoadedImage:
 
 def test_vision_only_answers_carry_a_notice_in_the_question_language(stage: OfflineVisionStage) -> None:
     pipeline = build_pipeline(stage, None)
-    en = asyncio.run(pipeline.answer(Query([load("chelsea")], "What is the cat doing?")))
-    zh = asyncio.run(pipeline.answer(Query([load("chelsea")], "这只猫在做什么?")))
+    en = asyncio.run(pipeline.answer(Query([load("chelsea")], "Would this make a good birthday card?")))
+    zh = asyncio.run(pipeline.answer(Query([load("chelsea")], "这张图适合做生日贺卡吗?")))
     assert (en.route, en.notice) == ("vision-only", "image description only")
     assert (zh.route, zh.notice) == ("vision-only", "当前仅提供图像描述")
     assert "Egyptian cat" in en.text or "tabby" in en.text

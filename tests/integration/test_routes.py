@@ -97,11 +97,25 @@ def test_route_and_route_decision_never_disagree_without_a_reason(stage: Offline
     [
         "What animal is this, and what colour are its eyes?",
         "这是什么动物,它的眼睛是什么颜色?",
-        "How many cats are there, and what are they doing?",
-        "图里有几只猫?它们在做什么?",
     ],
 )
 def test_a_rule_does_not_answer_half_of_a_two_part_question(stage: OfflineVisionStage, question: str) -> None:
     answer = ask(stage, question)
     assert answer.route == "cascade" and answer.text == SCRIPTED, answer.meta()
     consistent(answer)
+
+
+@pytest.mark.parametrize(
+    ("question", "counted", "unobserved"),
+    [
+        ("How many cats are there, and what are they doing?", "cat", "not observed: what anyone is doing"),
+        ("图里有几只猫?它们在做什么?", "猫", "未观察到人或物在做什么"),
+    ],
+)
+def test_a_count_and_an_unobserved_activity_are_both_answered_by_rules(
+    stage: OfflineVisionStage, question: str, counted: str, unobserved: str
+) -> None:
+    """Both parts have an exact answer: the count, and "not observed" for the activity (no part sees one)."""
+    answer = ask(stage, question)
+    assert answer.route == "rule" and answer.confidence_source == "rule:not_observed+rule:count", answer.meta()
+    assert unobserved in answer.text and counted in answer.text

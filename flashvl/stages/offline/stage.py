@@ -140,7 +140,8 @@ class OfflineVisionStage:
         with timings.measure("interpret"):
             rule = answer_by_rule(request.question, obs, lang) if request.task == "vqa" else None
             description = describe(obs, lang)
-            unmeasured = unmeasured_parts(request.question, obs, lang) if request.task == "vqa" and not rule else []
+            # what nobody measured goes to the language stage too (a forced cascade answers a rule question)
+            unmeasured = unmeasured_parts(request.question, obs, lang) if request.task == "vqa" else []
             extra = {"description": description} | ({"not_observed": unmeasured} if unmeasured else {})
         return VisionResult(
             stage=self.name,

@@ -39,6 +39,7 @@ from flashvl.api.app import add_http_layers, load_or_report, startup_failed
 from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready, State
 from flashvl.api.openai_schemas import ChatCompletionRequest, ImagePart, TextPart
+from flashvl.api.openai_tools import chat_message, check_tools
 from flashvl.api.routes import health
 from flashvl.config import Settings
 from flashvl.errors import FlashvlError, StageUnavailable
@@ -150,11 +151,10 @@ def _router(role: Role) -> APIRouter:
                 entries.extend(event.logprobs or [])
             else:
                 final = event
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": "".join(text)},
-            "finish_reason": final.get("finish_reason", "stop"),
-        }
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+        if final.get("tool_calls"):  # the client's tools called: they run it and send the result back
+            message = {"role": "assistant", "content": message["content"] or None, "tool_calls": final["tool_calls"]}
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": final.get("finish_reason", "stop")}
         if body.logprobs:
             choice["logprobs"] = {"content": entries}
         return JSONResponse(
@@ -181,21 +181,23 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 
 def _messages(body: ChatCompletionRequest) -> tuple[list[ChatMessage], list[str], str]:
-    """(text messages, image references of the last user message, its text)."""
+    """(messages with the client's tool calls and results, image references of the last user message, its text)."""
     messages: list[ChatMessage] = []
     images: list[str] = []
     question = ""
+    known_calls: set[str] = set()
     for message in body.messages:
         role = "system" if message.role == "developer" else message.role
         content = message.content
-        if content is None:
+        if content is None and not message.tool_calls and role != "tool":
             continue
+        content = content or ""
         if isinstance(content, str):
             text, refs = content, []
         else:
             text = "\n".join(p.text for p in content if isinstance(p, TextPart))
             refs = [p.image_url.url for p in content if isinstance(p, ImagePart)]
-        messages.append(ChatMessage(role, text))
+        messages.append(chat_message(message, role, text, known_calls))
         if role == "user":
             question, images = text, refs
     return messages, images, question
@@ -208,7 +210,7 @@ async def _language(body: ChatCompletionRequest, state: AppState) -> AsyncIterat
     messages, images, _ = _messages(body)
     if images:
         raise FlashvlError("unsupported_parameter", "The language stage reads text only: send no image_url.", 400)
-    if not any(m.content.strip() for m in messages):
+    if not any(m.content.strip() or m.tool_calls for m in messages):
         raise FlashvlError("empty_prompt", "The messages have no text.", 400)
     schema: dict[str, Any] | None = None
     if body.response_format is not None and body.response_format.type == "json_object":
@@ -218,6 +220,7 @@ async def _language(body: ChatCompletionRequest, state: AppState) -> AsyncIterat
         if fmt is None or fmt.schema_ is None:
             raise FlashvlError("invalid_json_schema", "response_format json_schema needs json_schema.schema.", 400)
         schema = fmt.schema_
+    check_tools(body, guarded, schema)  # the client's tools: passed on, or refused (never dropped)
     limit = state.settings.max_tokens_limit
     max_tokens = body.max_completion_tokens or body.max_tokens or state.settings.max_tokens
     if max_tokens > limit:
@@ -235,6 +238,9 @@ async def _language(body: ChatCompletionRequest, state: AppState) -> AsyncIterat
         seed=body.seed,
         logprobs=body.logprobs,
         top_logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        tools=body.tools or None,
+        tool_choice=body.tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls,
     )
 
     async def run() -> AsyncIterator[TextDelta | dict[str, Any]]:
@@ -244,8 +250,10 @@ async def _language(body: ChatCompletionRequest, state: AppState) -> AsyncIterat
             elif isinstance(event, Failure):
                 raise StageUnavailable(guarded.name, f"language stage unavailable ({event.reason})", retry_after=5.0)
             elif isinstance(event, Generation):
+                calls = [call.to_openai() for call in event.tool_calls or []]
                 yield {
-                    "finish_reason": event.finish_reason,
+                    "finish_reason": "tool_calls" if calls else event.finish_reason,
+                    "tool_calls": calls,
                     "usage": _usage(event.prompt_tokens, event.completion_tokens),
                     "flashvl": {"stage": event.stage, "confidence": event.confidence},
                 }
@@ -255,6 +263,10 @@ async def _language(body: ChatCompletionRequest, state: AppState) -> AsyncIterat
 
 async def _vision(body: ChatCompletionRequest, state: AppState) -> AsyncIterator[TextDelta | dict[str, Any]]:
     """The vision stage's answer (or description) as one piece, then a summary dict."""
+    if body.tools or any(m.role == "tool" or m.tool_calls for m in body.messages):
+        raise FlashvlError(
+            "tools_unsupported", "The vision stage does not call tools; send tools to the language stage.", 400
+        )
     _, refs, question = _messages(body)
     if not refs:
         raise FlashvlError("empty_prompt", "The vision stage needs an image (an image_url part).", 400)
@@ -332,6 +344,9 @@ async def _sse(
                     choice["logprobs"] = {"content": event.logprobs or []}
                 yield chunk([choice])
             else:
+                for index, call in enumerate(event.get("tool_calls") or []):  # each call whole, in one piece
+                    piece = {"tool_calls": [{"index": index, **call}]}
+                    yield chunk([{"index": 0, "delta": piece, "finish_reason": None}])
                 yield chunk(
                     [{"index": 0, "delta": {}, "finish_reason": event.get("finish_reason", "stop")}],
                     flashvl=event.get("flashvl"),

@@ -179,7 +179,12 @@ class RemoteObservingVision(RemoteVision):
 
 
 class RemoteLanguage(_Remote):
-    """A language stage (or the arbitration voter) in a deployment."""
+    """A language stage (or the arbitration voter) in a deployment. ``supports_tools``: whether the stage
+    in the replica calls the client's tools (the request's tools travel in the ``ChatRequest``)."""
+
+    def __init__(self, handle: Any, role: str, *, name: str, model_id: str, supports_tools: bool = False) -> None:
+        super().__init__(handle, role, name=name, model_id=model_id)
+        self.supports_tools = supports_tools
 
     async def generate(self, request: ChatRequest) -> Generation:
         generation: Generation = await self._call("generate", request)
@@ -210,5 +215,7 @@ def remote_stages(settings: Settings, handles: Mapping[str, Any]) -> dict[str, A
     for role in ("language", "voter"):
         if role in handles:
             spec = settings.language if role == "language" else settings.arbitration_voter
-            stages[role] = RemoteLanguage(handles[role], role, name=spec, model_id=spec)
+            unloaded = builder.language(spec)  # built, not loaded: what it can do
+            tools = bool(getattr(unloaded, "supports_tools", False))
+            stages[role] = RemoteLanguage(handles[role], role, name=spec, model_id=spec, supports_tools=tools)
     return stages

@@ -376,3 +376,12 @@ def test_more_than_one_ingress_replica_needs_shared_state() -> None:
         jobs_redis_url="redis://127.0.0.1:6379/2",
     )
     assert shared_state_problems(everything, machines=3) == [] and shared_state_notes(everything) == []
+
+
+def test_a_remote_language_stage_says_whether_it_calls_the_clients_tools() -> None:
+    """The ingress builds each stage unloaded to learn what it can do: the llama.cpp brain calls the
+    client's tools (the request's tools travel in the ChatRequest to the replica)."""
+    from flashvl.deploy.proxies import remote_stages
+
+    stages = remote_stages(Settings(language="llamacpp"), {"language": object()})
+    assert isinstance(stages["language"], RemoteLanguage) and stages["language"].supports_tools

@@ -258,3 +258,37 @@ def test_tools_refused_without_a_language_stage_that_calls_them(tmp_path: Path) 
             client.chat.completions.create(model="flashvl", messages=PARIS, tools=[WEATHER])
     finally:
         stop_server(proc)
+
+
+def test_a_language_stage_served_alone_calls_tools(tmp_path: Path) -> None:
+    """``flashvl serve --only language`` (what a gateway's ``openai:`` language spec reaches) takes the
+    client's tools and returns its calls, streamed or not; the vision stage alone refuses them."""
+    proc, url = start_server([*PATIENT, "--only", "language", "--max-tokens", "64"], tmp_path / "language.log")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+        completion = client.chat.completions.create(
+            model="flashvl-language", messages=PARIS, tools=[WEATHER], tool_choice=FORCE_WEATHER, temperature=0
+        )
+        call = _call(completion)
+        assert call.function.name == "get_weather" and completion.choices[0].finish_reason == "tool_calls"
+        jsonschema.validate(json.loads(call.function.arguments), WEATHER_PARAMETERS)
+        stream = client.chat.completions.create(
+            model="flashvl-language",
+            messages=PARIS,
+            tools=[WEATHER],
+            tool_choice=FORCE_WEATHER,
+            temperature=0,
+            stream=True,
+        )
+        pieces = [c.choices[0] for c in stream if c.choices]
+        streamed = [p.delta.tool_calls[0] for p in pieces if p.delta.tool_calls]
+        assert [s.function.name for s in streamed] == ["get_weather"] and pieces[-1].finish_reason == "tool_calls"
+        with pytest.raises(openai.BadRequestError, match="not one of the tools"):
+            client.chat.completions.create(
+                model="flashvl-language",
+                messages=PARIS,
+                tools=[WEATHER],
+                tool_choice={"type": "function", "function": {"name": "nope"}},
+            )
+    finally:
+        stop_server(proc)

@@ -10,16 +10,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from flashvl.api.auth import Caller, require_scope
 from flashvl.api.deps import AppState, Ready, State, answer_query, meta, record_answer, resolve_max_tokens
 from flashvl.api.openai_schemas import (
-    MAX_TOOLS,
-    MAX_TOOLS_JSON_BYTES,
-    TOOL_CHOICE,
-    TOOLS,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -41,13 +36,13 @@ from flashvl.api.openai_schemas import (
     Usage,
     unsupported_fields,
 )
-from flashvl.api.openai_schemas import Message as OpenAIMessage
+from flashvl.api.openai_tools import chat_message, check_tools
 from flashvl.api.routes.kb import grounded
 from flashvl.api.schemas import ResponseMeta
 from flashvl.errors import FlashvlError
 from flashvl.observability import get_logger
 from flashvl.pipeline.service import Answer, Query
-from flashvl.stages.base import ChatMessage, TextDelta, ToolCall
+from flashvl.stages.base import ChatMessage, TextDelta
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_scope("infer"))])
 log = get_logger("flashvl.openai")
@@ -112,86 +107,7 @@ def _check_parameters(body: ChatCompletionRequest, state: AppState) -> None:
             f"The JSON schema is larger than {state.settings.document_schema_max_bytes} bytes.",
             400,
         )
-    _check_tools(body, state, schema)
-
-
-def _invalid(code: str, message: str) -> FlashvlError:
-    return FlashvlError(code, message[:500], 400)
-
-
-def _check_tools(body: ChatCompletionRequest, state: AppState, schema: dict[str, Any] | None) -> None:
-    """The client's tools: well formed, bounded, a ``tool_choice`` that names one of them, and a language
-    stage that can call them (never dropped silently)."""
-    uses_tools = any(m.role == "tool" or m.tool_calls for m in body.messages)
-    if body.tools:
-        try:
-            tools = TOOLS.validate_python(body.tools)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise _invalid("invalid_tools", f"tools[{where}]: {first['msg']}") from None
-        if len(tools) > MAX_TOOLS:
-            raise _invalid("invalid_tools", f"At most {MAX_TOOLS} tools per request ({len(tools)} sent).")
-        if len(json.dumps(body.tools)) > MAX_TOOLS_JSON_BYTES:
-            raise _invalid("invalid_tools", f"The tool definitions are over {MAX_TOOLS_JSON_BYTES} bytes of JSON.")
-        names = [tool.function.name for tool in tools]
-        if len(set(names)) != len(names):
-            raise _invalid("invalid_tools", "Two tools have the same name.")
-        for tool in tools:
-            parameters = tool.function.parameters
-            if parameters is not None and parameters.get("type", "object") != "object":
-                raise _invalid(
-                    "invalid_tools", f"tools: `{tool.function.name}` parameters must be a JSON schema of type object."
-                )
-        uses_tools = True
-    if body.tool_choice is not None:
-        try:
-            choice = TOOL_CHOICE.validate_python(body.tool_choice)
-        except ValidationError:
-            raise _invalid(
-                "invalid_tool_choice",
-                "tool_choice must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}.",
-            ) from None
-        named = None if isinstance(choice, str) else choice.function.name
-        if named is not None and named not in {(t.get("function") or {}).get("name") for t in body.tools or []}:
-            raise _invalid("invalid_tool_choice", f"tool_choice names `{named[:64]}`, which is not one of the tools.")
-        if choice not in ("none", "auto") and not body.tools:  # ("auto" without tools: nothing to choose)
-            raise _invalid("invalid_tool_choice", f"tool_choice {json.dumps(body.tool_choice)[:80]} needs tools.")
-    if not uses_tools:
-        return
-    if body.knowledge is not None:
-        raise _invalid("unsupported_parameter", "tools and tool messages cannot be combined with knowledge.")
-    if schema is not None and body.tools:
-        raise _invalid("unsupported_parameter", "tools cannot be combined with a JSON response_format.")
-    language = state.pipeline.language
-    if language is None:
-        raise _invalid(
-            "tools_unsupported",
-            "tools and tool messages need a language stage, and this server has none (--language none); "
-            "serve with --language llamacpp or --language openai:<url>#<model>.",
-        )
-    if not getattr(language.stage, "supports_tools", False):
-        raise _invalid(
-            "tools_unsupported",
-            f"This server's language stage ({language.name}) cannot call the client's tools; serve with "
-            "--language llamacpp or --language openai:<url>#<model>.",
-        )
-
-
-def _chat_message(message: OpenAIMessage, role: str, text: str, known_calls: set[str]) -> ChatMessage:
-    """A message as the language stage takes it, with its tool calls or the call it answers."""
-    if role == "tool":
-        if message.tool_call_id is None or message.tool_call_id not in known_calls:
-            raise _invalid(
-                "invalid_request",
-                "A tool message must answer a call of an earlier assistant message (tool_call_id names its id).",
-            )
-        return ChatMessage("tool", text, tool_call_id=message.tool_call_id)
-    if role == "assistant" and message.tool_calls:
-        calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls]
-        known_calls.update(call.id for call in calls)
-        return ChatMessage("assistant", text, tool_calls=calls)
-    return ChatMessage(role, text)  # type: ignore[arg-type]
+    check_tools(body, state.pipeline.language, schema)
 
 
 def _json_schema(body: ChatCompletionRequest) -> dict[str, Any] | None:
@@ -280,7 +196,7 @@ async def _build_query(body: ChatCompletionRequest, state: AppState) -> Query:
                         )
                     images.append(part.image_url.url)
         text = "\n".join(texts)
-        history.append(_chat_message(message, role, text, known_calls))
+        history.append(chat_message(message, role, text, known_calls))
         if role == "user":
             question = text
             last_user = len(history) - 1

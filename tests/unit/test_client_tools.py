@@ -18,6 +18,7 @@ from flashvl.stages.client_tools import (
     parse_text_calls,
 )
 from flashvl.stages.llamacpp import LlamaCppLanguageStage
+from flashvl.stages.llamacpp.chunks import request_body
 from flashvl.stages.openai_compat import OpenAICompatStage, completion_as_chunk
 
 NAMES = ["get_weather"]
@@ -157,21 +158,20 @@ def test_upstream_gets_tools_and_returns_calls() -> None:
 
 
 def test_llamacpp_request_body_with_tools() -> None:
-    stage = LlamaCppLanguageStage(None)
     other = {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}}
     ask = [ChatMessage("user", "Weather in Paris?")]
-    plain = stage._request_body(ChatRequest(ask))
+    plain = request_body(ChatRequest(ask))
     assert "tools" not in plain and plain["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
-    auto = stage._request_body(ChatRequest(ask, tools=[WEATHER, other], tool_choice="auto"))
+    auto = request_body(ChatRequest(ask, tools=[WEATHER, other], tool_choice="auto"))
     assert auto["tools"] == [WEATHER, other] and auto["tool_choice"] == "auto" and "response_format" not in auto
     assert "logprobs" not in auto  # llama.cpp refuses token probabilities with tools
-    named = stage._request_body(
+    named = request_body(
         ChatRequest(ask, tools=[WEATHER, other], tool_choice={"type": "function", "function": {"name": "get_weather"}})
     )
     assert named["tools"] == [WEATHER] and named["tool_choice"] == "auto"  # llama.cpp takes only string choices
     schema = named["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["name"] == {"const": "get_weather"}
-    none = stage._request_body(ChatRequest(ask, tools=[WEATHER], tool_choice="none"))
+    none = request_body(ChatRequest(ask, tools=[WEATHER], tool_choice="none"))
     assert "tools" not in none and "response_format" not in none
 
 

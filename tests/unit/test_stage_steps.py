@@ -13,7 +13,7 @@ from PIL import Image
 from flashvl.media.types import LoadedImage
 from flashvl.pipeline.service import Query
 from flashvl.stages.base import ChatRequest, Generation, TextDelta, Timings, VisionRequest, VisionResult
-from flashvl.stages.llamacpp import _timings
+from flashvl.stages.llamacpp.chunks import llama_timings as _timings
 from tests.pipelines import build_pipeline
 
 LLAMA_TIMINGS = {

@@ -228,7 +228,7 @@ class Settings(BaseSettings):
         0.2, ge=0, le=1, description="Open-NSFW score below which an image is called safe.", **_group("stages")
     )
 
-    # --- engines (GLM in-process, OpenAI-compatible upstreams; flashvl/stages/glm4v, openai_compat.py)
+    # --- engines (GLM in-process, OpenAI-compatible upstreams; flashvl/stages/glm4v, openai_compat/)
     batch_max_size: int = Field(
         8,
         ge=1,

@@ -1,42 +1,19 @@
-"""Any OpenAI-compatible `/v1/chat/completions` server as a stage (vLLM, SGLang, llama.cpp, Ollama, ...).
-
-- Streaming is passed through: upstream ``content`` deltas become answer ``TextDelta``s,
-  ``reasoning_content`` (vLLM/SGLang with ``--reasoning-parser glm45``; llama.cpp) becomes
-  ``kind="thinking"``. Raw ``<think>``/``<answer>``/box tags in ``content`` (an engine without a
-  reasoning parser) are split the same way the in-process GLM stage splits them.
-- Retries with exponential backoff (tenacity) happen only while opening the stream
-  (connection errors, 408/429/5xx): once the first byte of an answer has arrived, a failure
-  is reported, never retried (the client may already have shown half an answer).
-- Every upstream failure is a ``StageUnavailable`` (503 + Retry-After), except a 400/413/422
-  for a request the upstream found invalid (``upstream_rejected``, 400).
-- Images go as base64 data URLs (downscaled to ``max_pixels`` first), or in ``url`` mode as the
-  original http(s) URL when the image came from one.
-- GLM's thinking switch goes as ``chat_template_kwargs: {"enable_thinking": ...}``.
-- The client's tools (``tools``, ``tool_choice``, ``parallel_tool_calls``, assistant ``tool_calls`` and
-  ``role: "tool"`` messages) go through unchanged; the upstream's ``tool_calls`` (streamed pieces or
-  whole) come back as ``Generation.tool_calls``. Thinking is read from ``reasoning_content`` or
-  ``reasoning`` (vLLM's newer name), streamed or not; an upstream that answers a stream request
-  with one JSON completion is read too.
-The API key is sent as a bearer token and never logged.
-"""
+"""The OpenAI-compatible stage itself (see the package's docstring)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from flashvl.errors import FlashvlError, StageUnavailable
+from flashvl.errors import StageUnavailable
 from flashvl.media.types import LoadedImage
 from flashvl.stages.base import (
     Box,
@@ -52,9 +29,8 @@ from flashvl.stages.base import (
 )
 from flashvl.stages.client_tools import CallAssembler
 from flashvl.stages.glm_output import StreamParser, parse_output
+from flashvl.stages.openai_compat.upstream import stream_chunks, tokens, without_credentials
 
-RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
-REJECT_STATUSES = {400, 413, 422}
 TASK_PROMPTS = {
     "caption": "Describe this image in one or two sentences.",
     "ocr": "Read all the text in this image.",
@@ -76,12 +52,6 @@ class _Streamed:
     tool_calls: list[ToolCall] | None = None
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 def image_url_for(image: LoadedImage, mode: str, max_pixels: int | None) -> str:
     """The ``image_url.url`` to send: the original URL (url mode, when there is one) or a data URL."""
     if mode == "url" and image.source_url and image.source_url.startswith(("http://", "https://")):
@@ -93,16 +63,6 @@ def image_url_for(image: LoadedImage, mode: str, max_pixels: int | None) -> str:
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, format="JPEG", quality=90)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def _without_credentials(url: str) -> str:
-    """``url`` without user:password@ and without a query string (where some upstreams take keys)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class OpenAICompatStage:
@@ -148,7 +108,7 @@ class OpenAICompatStage:
             "name": self.name,
             "model_id": self.model_id,
             "code": __version__,
-            "base_url": _without_credentials(self.base_url),
+            "base_url": without_credentials(self.base_url),
             "image_mode": self.image_mode,
             "enable_thinking_kwarg": self.enable_thinking_kwarg,
         }
@@ -217,81 +177,15 @@ class OpenAICompatStage:
                 body["parallel_tool_calls"] = parallel_tool_calls
         return body
 
-    async def _open(self, body: dict[str, Any]) -> httpx.Response:
-        """POST and return the streaming response once its status is 200, retrying what is retryable."""
-        client = self._client
-        if client is None:
-            raise StageUnavailable(self.name, "not loaded")
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential(multiplier=0.25, max=4),
-            retry=retry_if_exception_type(_Retryable),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        response = await client.send(
-                            client.build_request("POST", "/chat/completions", json=body), stream=True
-                        )
-                    except httpx.TransportError as exc:  # connect/read errors before any answer byte
-                        raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-                    if response.status_code == 200:
-                        return response
-                    detail = (await response.aread())[:500].decode(errors="replace")
-                    await response.aclose()
-                    if response.status_code in RETRY_STATUSES:
-                        raise _Retryable(
-                            f"HTTP {response.status_code}: {detail}",
-                            _retry_after(response.headers.get("retry-after")),
-                        )
-                    if response.status_code in REJECT_STATUSES:
-                        raise FlashvlError(
-                            "upstream_rejected",
-                            f"{self.name}: the upstream refused the request: {detail}",
-                            400,
-                        )
-                    raise StageUnavailable(self.name, f"upstream answered HTTP {response.status_code}: {detail}")
-        except _Retryable as exc:
-            raise StageUnavailable(
-                self.name,
-                f"upstream {self.base_url} failed after {self.retries + 1} attempts: {exc}",
-                retry_after=exc.retry_after or 5.0,
-            ) from exc
-        raise StageUnavailable(self.name, "no attempt was made")  # pragma: no cover - tenacity always tries
-
     async def _chunks(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """The upstream's stream chunks (SSE ``data:`` JSON). Closing this closes the connection."""
-        response = await self._open(body)
-        try:
-            if response.headers.get("content-type", "").startswith("application/json"):
-                # An upstream that ignored ``stream``: its one completion, read as one chunk.
-                try:
-                    whole = json.loads(await response.aread())
-                except json.JSONDecodeError as exc:
-                    raise StageUnavailable(self.name, "upstream sent invalid JSON") from exc
-                if isinstance(whole, dict) and isinstance(whole.get("error"), dict):
-                    raise StageUnavailable(self.name, f"upstream error: {whole['error'].get('message')}")
-                yield completion_as_chunk(whole if isinstance(whole, dict) else {})
-                return
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    chunk = json.loads(data)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(chunk.get("error"), dict):
-                    raise StageUnavailable(self.name, f"upstream error: {chunk['error'].get('message')}")
+        """The upstream's stream chunks (``upstream.py``: retries while opening, never after)."""
+        if self._client is None:
+            raise StageUnavailable(self.name, "not loaded")
+        async with aclosing(
+            stream_chunks(self._client, body, name=self.name, base_url=self.base_url, retries=self.retries)
+        ) as chunks:
+            async for chunk in chunks:
                 yield chunk
-        except httpx.HTTPError as exc:  # mid-stream: report, never retry
-            raise StageUnavailable(self.name, f"upstream stream broke: {type(exc).__name__}: {exc}") from exc
-        finally:
-            await response.aclose()
 
     async def _run(self, body: dict[str, Any]) -> AsyncIterator[TextDelta | _Streamed]:
         """Yield ``TextDelta``s, then a ``_Streamed`` (raw text, the upstream's usage and finish reason)."""
@@ -329,8 +223,8 @@ class OpenAICompatStage:
         yield _Streamed(
             raw="".join(parser.raw),
             thinking="".join(thinking),
-            prompt_tokens=_tokens(usage.get("prompt_tokens")),
-            completion_tokens=_tokens(usage.get("completion_tokens")),
+            prompt_tokens=tokens(usage.get("prompt_tokens")),
+            completion_tokens=tokens(usage.get("completion_tokens")),
             finish_reason=finish_reason,
             confidence=math.exp(sum(logprobs) / len(logprobs)) if logprobs else None,
             timings=Timings({"first_token": first_token_s or total, "stream": total - (first_token_s or total)}),
@@ -427,36 +321,3 @@ class OpenAICompatStage:
 
     async def see(self, request: VisionRequest) -> VisionResult:
         return await final_result(self._stream_vision(request), VisionResult, self.name)
-
-
-def completion_as_chunk(completion: dict[str, Any]) -> dict[str, Any]:
-    """A whole (non-streamed) chat completion as one stream chunk: each choice's ``message`` as its
-    ``delta`` (``content``, ``reasoning_content`` or ``reasoning``, ``tool_calls``), with the usage."""
-    choices = []
-    for choice in completion.get("choices") or []:
-        message = dict(choice.get("message") or {})
-        message["tool_calls"] = [
-            call | {"index": call.get("index", i)} for i, call in enumerate(message.get("tool_calls") or [])
-        ]
-        choices.append(
-            {"delta": message, "finish_reason": choice.get("finish_reason"), "logprobs": choice.get("logprobs")}
-        )
-    chunk: dict[str, Any] = {"choices": choices}
-    if isinstance(completion.get("usage"), dict):
-        chunk["usage"] = completion["usage"]
-    return chunk
-
-
-def _tokens(value: Any) -> int:
-    """A usage count as the upstream sent it (absent, null or malformed: 0)."""
-    try:
-        return max(0, int(value or 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

@@ -30,11 +30,10 @@ from typing import Any
 
 from flashvl.errors import FlashvlError, StageUnavailable
 from flashvl.pipeline import arbitration as arb
-from flashvl.pipeline import tool_use, vision_calls
+from flashvl.pipeline import language_calls, tool_use, vision_calls
 from flashvl.pipeline.arbitration_policy import arbitrate
 from flashvl.pipeline.disclaimers import DEFAULT_DISCLAIMER, DomainClassifier, disclaimer_for
 from flashvl.pipeline.guarded import Failure, GuardedLanguage, GuardedVision, Seen
-from flashvl.pipeline.prompts import cascade_messages
 from flashvl.pipeline.resilience import CircuitBreaker, VisionDown
 from flashvl.pipeline.review.base import ReviewQueue
 from flashvl.pipeline.review.memory import MemoryReviewStore
@@ -42,18 +41,10 @@ from flashvl.pipeline.router.base import Decision, Router, taken
 from flashvl.pipeline.router.override import resolve_route
 from flashvl.pipeline.router.rules import KeywordRouter
 from flashvl.pipeline.types import NOTICE_VISION_ONLY, Answer, Query, RequestedRoute, Route, StageRecord
-from flashvl.stages.base import ChatMessage, ChatRequest, Generation, Relay, TextDelta, VisionResult
+from flashvl.stages.base import ChatMessage, Generation, Relay, TextDelta, VisionResult
 from flashvl.text.language import detect_language
 
 __all__ = ["NOTICE_VISION_ONLY", "Answer", "Pipeline", "Query", "Route", "StageRecord"]
-
-# Added to the cascade's instructions when the client defined tools (theirs, not the server's exact tools).
-CLIENT_TOOLS_HINT = {
-    "en": "The client also gave you tools. When the question needs something the observations cannot tell but a "
-    "tool can (a price, the weather, a record), call that tool, with arguments taken from the observations.",
-    "zh": "客户端还提供了工具。当问题需要观察结果无法给出、而工具可以给出的信息(价格、天气、记录等)时,"
-    "调用该工具,参数取自观察结果。",
-}
 
 
 class Pipeline:
@@ -294,27 +285,8 @@ class Pipeline:
         self, query: Query, seen: VisionResult, vision_record: StageRecord, base: dict[str, Any], lang: str
     ) -> AsyncIterator[TextDelta | Answer]:
         assert self.language is not None and query.question
-        ocr_text = "\n".join(line["text"] for line in seen.observations.get("text", {}).get("lines", []))
-        unmeasured = seen.observations.get("not_observed")
-        messages = cascade_messages(query.question, seen.description, ocr_text, lang, unmeasured)  # type: ignore[arg-type]
-        if query.system and messages and messages[0].role == "system":  # the client's instructions come last
-            messages[0] = ChatMessage("system", f"{messages[0].content}\n\n{query.system}")
-        records, calls = [vision_record], list[tool_use.ToolCall]()
-        if query.tools and query.tool_choice != "none" and messages and messages[-1].role == "user":
-            # After the question (the prompt's prefix, instructions and observations, stays the same per image).
-            messages[-1] = ChatMessage("user", f"{messages[-1].content}\n\n{CLIENT_TOOLS_HINT[lang]}")
-        if query.tool_turns:  # the client's tool calls and their results: the answer is written from them
-            messages += query.tool_turns
-        # The server's exact tools first (not with the client's own tools: the client's calls come back to it).
-        if self.tools and query.json_schema is None and not query.tools and not query.tool_turns:
-            calls, plan = await tool_use.use_tools(
-                self.language, query.question, seen.observations, ocr_text, lang, timeout=self.tool_timeout_s
-            )
-            records += [plan] if plan is not None else []
-            if calls:
-                base["tools"] = [call.to_dict() for call in calls]
-                results = tool_use.describe_results(calls, lang)
-                messages[-1] = tool_use.with_results(messages[-1], results, query.question, lang)
+        messages, records, calls = await language_calls.cascade_prompt(self, query, seen, base, lang)
+        records.insert(0, vision_record)
         base["intermediate"]["language_prompt"] = [m.to_openai() for m in messages]
         # Questions about one image share the prompt up to the question: the language stage keeps them together.
         prefix_key = query.images[0].sha256 if query.images else None
@@ -381,22 +353,7 @@ class Pipeline:
         what to say instead). Not ``query.live``: the stage is asked for the whole answer at once
         (cheaper for some stages)."""
         assert self.language is not None
-        request = ChatRequest(
-            messages=messages,
-            max_tokens=query.max_tokens,
-            temperature=query.temperature,
-            enable_thinking=query.enable_thinking,
-            logprobs=query.confidence,
-            top_p=query.top_p,
-            stop=query.stop,
-            seed=query.seed,
-            json_schema=query.json_schema,
-            top_logprobs=query.top_logprobs,
-            prefix_key=prefix_key,
-            tools=query.tools,
-            tool_choice=query.tool_choice,
-            parallel_tool_calls=query.parallel_tool_calls,
-        )
+        request = language_calls.chat_request(query, messages, prefix_key)
         start = time.perf_counter()
         final: Generation | None = None
         failure = Failure("", 0)

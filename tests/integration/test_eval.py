@@ -22,7 +22,7 @@ from flashvl.eval.runner import (
     select_items,
 )
 
-# Two of each kind; one safety question that rules answer, the rest go through the cascade.
+# Two of each kind; rules answer the safety and the eye-colour questions, the rest go through the cascade.
 SUBSET = [
     "p-astronaut-safety-en",
     "p-chelsea-animal-zh",
@@ -30,6 +30,10 @@ SUBSET = [
     "d-lab-wbc-high-zh",
     "r-lab-abnormal-zh",
     "r-rocket-date-en",
+    "t-prices-min-en",  # a table query (the exact tool)
+    "t-code-error-en",  # a code check
+    "u-astronaut-eyes-en",  # nobody measured eyes: the not-observed rule
+    "u-cat-eyes-two-parts-en",  # one part for the cascade, one nobody measured
 ]
 
 

@@ -68,8 +68,8 @@ class Eyes:
         return await self.interpret(request, await self.observe(request))
 
 
-class Brain:
-    name, model_id = "brain", "brain-1"
+class _Streaming:
+    """What the streaming stand-ins share: pieces, a delay between them, and whether they were cancelled."""
 
     def __init__(self, pieces: int = 3, delay: float = 0.0) -> None:
         self.pieces, self.delay = pieces, delay
@@ -80,7 +80,11 @@ class Brain:
     async def close(self) -> None: ...
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"class": "Brain"}
+        return {"class": type(self).__name__}
+
+
+class Brain(_Streaming):
+    name, model_id = "brain", "brain-1"
 
     async def generate(self, request: ChatRequest) -> Generation:
         if request.messages[0].content == "bad":
@@ -259,21 +263,10 @@ def test_closing_a_stream_cancels_the_replicas_generation() -> None:
     asyncio.run(run())
 
 
-class Vlm:
+class Vlm(_Streaming):
     """A VLM (a ``StreamingVisionStage``): its answer comes in pieces, then the whole result."""
 
     name, model_id, is_vlm = "vlm", "vlm-1", True
-
-    def __init__(self, pieces: int = 3, delay: float = 0.0) -> None:
-        self.pieces, self.delay = pieces, delay
-        self.cancelled = False
-
-    async def load(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"class": "Vlm"}
 
     async def see(self, request: VisionRequest) -> VisionResult:
         return VisionResult(self.name, "a cat", answer="A cat.")

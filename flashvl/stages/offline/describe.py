@@ -135,7 +135,8 @@ def _safety(obs: Observations, lang: Lang) -> str:
     return f"Safe for work: {word} (Open-NSFW score {obs.nsfw_score:.2f})."
 
 
-def _colours(obs: Observations, lang: Lang) -> str:
+def describe_colours(obs: Observations, lang: Lang) -> str:
+    """The measured colours: of the whole image, or of its background (border) and centre subject."""
     if not obs.background or not obs.foreground:
         return ""
     bg, fg = obs.background, obs.foreground
@@ -155,7 +156,7 @@ def describe(obs: Observations, lang: Lang) -> str:
         head,
         describe_objects(obs, lang),
         describe_labels(obs, lang),
-        _colours(obs, lang),
+        describe_colours(obs, lang),
         _text(obs, lang),
         _safety(obs, lang),
     ]

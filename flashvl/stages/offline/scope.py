@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from flashvl.stages.offline.describe import MIN_LABEL_SCORE, describe_labels, describe_objects
+from flashvl.stages.offline.describe import MIN_LABEL_SCORE, describe_colours, describe_labels, describe_objects
 from flashvl.stages.offline.scene import Observations, SceneObject
 from flashvl.text.language import Lang
 
@@ -161,11 +161,15 @@ def activity_hint(obs: Observations, lang: Lang) -> str:
     return f"The objects seen suggest {listed}, but that is a guess from objects, not an observed action."
 
 
-def _observed_instead(obs: Observations, lang: Lang, activity: bool = False) -> str:
-    labels = describe_labels(obs, lang)
-    text = describe_objects(obs, lang) + (" " + labels if labels and lang != "zh" else labels)
-    hint = activity_hint(obs, lang) if activity else ""
-    return text + (" " + hint if hint and lang != "zh" else hint)
+def _observed_instead(obs: Observations, lang: Lang, activity: bool = False, colour: bool = False) -> str:
+    """Objects and labels; for an activity, what the objects suggest; for a colour, the measured colours."""
+    pieces = [
+        describe_objects(obs, lang),
+        describe_labels(obs, lang),
+        activity_hint(obs, lang) if activity else "",
+        describe_colours(obs, lang) if colour else "",
+    ]
+    return ("" if lang == "zh" else " ").join(p for p in pieces if p)
 
 
 def unobserved_what(question: str, obs: Observations, lang: Lang) -> str | None:
@@ -206,7 +210,8 @@ def not_observed(whats: list[str], obs: Observations, lang: Lang) -> str:
     """The answer to question parts that asked only for what no part measures: it says so, and what
     was observed instead."""
     activity = any(w.startswith(_ACTIVITY_WHAT) for w in whats)
+    colour = any(w.startswith("the colour of ") or "的颜色(" in w for w in whats)
+    instead = _observed_instead(obs, lang, activity, colour)
     if lang == "zh":
-        return f"无法从图片判断:未观察到{'；'.join(whats)}。观察到的是:{_observed_instead(obs, lang, activity)}"
-    instead = _observed_instead(obs, lang, activity)
+        return f"无法从图片判断:未观察到{'；'.join(whats)}。观察到的是:{instead}"
     return f"Cannot tell from the image: not observed: {'; '.join(whats)}. Observed instead: {instead}"

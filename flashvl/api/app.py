@@ -58,6 +58,22 @@ def startup_failed(exc: Exception, on_fatal: Callable[[str], None] | None) -> St
     return StartupFailed(cause)
 
 
+@asynccontextmanager
+async def serving(
+    state: AppState, runtime: Runtime, on_fatal: Callable[[str], None] | None, **ready: Any
+) -> AsyncIterator[None]:
+    """Serve while the stages load in the background (``/readyz`` says when); on shutdown stop loading
+    and close the runtime. Shared by the full app and the one-stage app."""
+    state.load_task = asyncio.create_task(load_or_report(runtime, on_fatal, **ready))
+    try:
+        yield
+    finally:
+        state.load_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await state.load_task
+        await runtime.close()
+
+
 async def load_or_report(runtime: Runtime, on_fatal: Callable[[str], None] | None, **ready: Any) -> None:
     """Load every stage; one ``startup_failed`` line (and ``on_fatal``) if any failed, else a ``ready`` line."""
     began = time.perf_counter()
@@ -111,9 +127,6 @@ def create_app(
     ``stages``: stage objects built elsewhere, by role, for the runtime (``flashvl/deploy``: Ray Serve)."""
     metrics = Metrics()
 
-    async def load(runtime: Runtime) -> None:
-        await load_or_report(runtime, on_fatal)
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -127,14 +140,8 @@ def create_app(
         jobs = runtime.open_jobs()
         if settings.jobs_worker:
             jobs.start()
-        state.load_task = asyncio.create_task(load(runtime))
-        try:
+        async with serving(state, runtime, on_fatal):
             yield
-        finally:
-            state.load_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await state.load_task
-            await runtime.close()
 
     app = FastAPI(
         title="flashvl",

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from flashvl import __version__
-from flashvl.api.app import add_http_layers, load_or_report, startup_failed
+from flashvl.api.app import add_http_layers, serving, startup_failed
 from flashvl.api.auth import require_scope
 from flashvl.api.deps import AppState, Ready, State
 from flashvl.api.openai_schemas import ChatCompletionRequest, ImagePart, TextPart
@@ -63,14 +63,8 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
     """The app serving only the ``role`` stage (built from ``settings`` by the runtime)."""
     metrics = Metrics()
 
-    async def load(runtime: Runtime) -> None:
-        await load_or_report(runtime, on_fatal, only=role)
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import asyncio
-        import contextlib
-
         try:
             runtime = Runtime(settings, roles={role}, metrics=metrics)
             if role == "language" and runtime.language_stage is None:
@@ -80,14 +74,8 @@ def create_stage_app(settings: Settings, role: Role, *, on_fatal: Callable[[str]
         state = AppState(runtime, metrics)
         app.state.flashvl = state
         metrics.registry.register(ModelQueueCollector(lambda: runtime.admission))
-        state.load_task = asyncio.create_task(load(runtime))
-        try:
+        async with serving(state, runtime, on_fatal, only=role):
             yield
-        finally:
-            state.load_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await state.load_task
-            await runtime.close()
 
     app = FastAPI(
         title=f"flashvl {role} stage",

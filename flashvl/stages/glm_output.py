@@ -142,3 +142,16 @@ class StreamParser:
             out[-1] = (self._kind, out[-1][1] + text)
         else:
             out.append((self._kind, text))
+
+
+# What a VLM (in-process or behind an OpenAI-compatible server) is asked for a task without a question.
+TASK_PROMPTS = {
+    "caption": "Describe this image in one or two sentences.",
+    "ocr": "Read all the text in this image.",
+    "moderate": "Is this image safe for work? Answer yes or no, then say why.",
+}
+
+
+def vlm_prompt(task: str) -> str:
+    """The question a VLM gets for ``task`` when the request has none (a caption for unknown tasks)."""
+    return TASK_PROMPTS.get(task, TASK_PROMPTS["caption"])

@@ -31,13 +31,7 @@ from flashvl.stages.base import (
     final_result,
 )
 from flashvl.stages.glm4v.batcher import DynamicBatcher
-from flashvl.stages.glm_output import StreamParser, parse_output
-
-TASK_PROMPTS = {
-    "caption": "Describe this image in one or two sentences.",
-    "ocr": "Read all the text in this image.",
-    "moderate": "Is this image safe for work? Answer yes or no, then say why.",
-}
+from flashvl.stages.glm_output import StreamParser, parse_output, vlm_prompt
 
 
 class Glm4vStage:
@@ -249,7 +243,7 @@ class Glm4vStage:
             raise StageUnavailable(self.name, "a vision request needs an image")
         started = time.perf_counter()
         max_pixels = min(request.max_pixels or self.max_pixels, self.max_pixels)
-        question = request.question or TASK_PROMPTS.get(request.task, TASK_PROMPTS["caption"])
+        question = request.question or vlm_prompt(request.task)
         from flashvl.stages.glm4v.engine import downscale  # torch is loaded by now
 
         content: list[dict[str, Any]] = [

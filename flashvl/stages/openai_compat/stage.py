@@ -28,14 +28,8 @@ from flashvl.stages.base import (
     final_result,
 )
 from flashvl.stages.client_tools import CallAssembler
-from flashvl.stages.glm_output import StreamParser, parse_output
+from flashvl.stages.glm_output import StreamParser, parse_output, vlm_prompt
 from flashvl.stages.openai_compat.upstream import stream_chunks, tokens, without_credentials
-
-TASK_PROMPTS = {
-    "caption": "Describe this image in one or two sentences.",
-    "ocr": "Read all the text in this image.",
-    "moderate": "Is this image safe for work? Answer yes or no, then say why.",
-}
 
 
 @dataclass
@@ -287,7 +281,7 @@ class OpenAICompatStage:
             }
             for img in request.images
         ]
-        question = request.question or TASK_PROMPTS.get(request.task, TASK_PROMPTS["caption"])
+        question = request.question or vlm_prompt(request.task)
         content.append({"type": "text", "text": question})
         body = self._body(
             [{"role": "user", "content": content}],

@@ -327,4 +327,5 @@ def answer_by_rule(question: str | None, obs: Observations, lang: Lang) -> RuleA
 def unmeasured_parts(question: str | None, obs: Observations, lang: Lang) -> list[str]:
     """What the question's parts ask that no part measures, for the language stage's prompt when rules
     do not answer the whole question ("what animal is this, and what colour are its eyes?")."""
-    return [w for part in question_parts(question) if (w := unobserved_what(part, obs, lang))] if question else []
+    asked = [u for part in question_parts(question) if (u := unobserved_what(part, obs, lang))] if question else []
+    return [u.text for u in asked]

@@ -11,6 +11,8 @@ colour, "What is he doing?" not with where he stands).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Literal
 
 from flashvl.stages.offline.describe import MIN_LABEL_SCORE, describe_colours, describe_labels, describe_objects
 from flashvl.stages.offline.scene import Observations, SceneObject
@@ -107,7 +109,6 @@ _ATTRIBUTE_ZH = re.compile(
     r"眼睛|眼珠|头发|发型|胡子|皮肤|嘴唇|牙齿|脸|表情|微笑|在笑|情绪|心情|年龄|几岁|穿着|穿的|衣服|上衣|裙子|外套|鞋|帽子"
 )
 _PEOPLE = {"person"}
-_ACTIVITY_WHAT = ("what anyone is doing", "人或物在做什么")
 
 
 # What a seen object suggests someone is doing (COCO detector classes and ImageNet labels). Only a
@@ -172,14 +173,22 @@ def _observed_instead(obs: Observations, lang: Lang, activity: bool = False, col
     return ("" if lang == "zh" else " ").join(p for p in pieces if p)
 
 
-def unobserved_what(question: str, obs: Observations, lang: Lang) -> str | None:
-    """What one question part asks that no part measures ("the colour of eyes"), or None when the
-    parts may have measured it."""
+@dataclass(frozen=True)
+class Unobserved:
+    """What one question part asks that no part measures: its kind and how to say it."""
+
+    kind: Literal["intent", "activity", "colour", "attribute"]
+    text: str  # "the colour of eyes (...)"
+
+
+def unobserved_what(question: str, obs: Observations, lang: Lang) -> Unobserved | None:
+    """What one question part asks that no part measures, or None when the parts may have measured it."""
     zh = lang == "zh"
     if _INTENT_ONLY.match(question):
-        return "人为什么这样做" if zh else "why anyone does something"
+        return Unobserved("intent", "人为什么这样做" if zh else "why anyone does something")
     if _ACTIVITY_EN.search(question) or _ACTIVITY_ZH.search(question):
-        return _ACTIVITY_WHAT[1] + "(没有部件识别动作)" if zh else _ACTIVITY_WHAT[0] + " (no part recognises actions)"
+        text = "人或物在做什么(没有部件识别动作)" if zh else "what anyone is doing (no part recognises actions)"
+        return Unobserved("activity", text)
     if _COLOUR_Q.search(question):
         if colour_target_known(question, obs):
             return None
@@ -187,10 +196,11 @@ def unobserved_what(question: str, obs: Observations, lang: Lang) -> str | None:
         if re.search(r"\band\b|[和与跟]", target):
             return None  # two things, one maybe measured: the language stage answers from the observations
         if zh:
-            return f"{target}的颜色(只统计整张图、背景、画面中央和每个检测框内的颜色)"
-        return (
+            return Unobserved("colour", f"{target}的颜色(只统计整张图、背景、画面中央和每个检测框内的颜色)")
+        return Unobserved(
+            "colour",
             f"the colour of {target} (colours are measured only for the whole image, its background and "
-            "centre, and inside each detected object's box)"
+            "centre, and inside each detected object's box)",
         )
     m = _ATTRIBUTE_EN.search(question) or _ATTRIBUTE_ZH.search(question)
     if m is None:
@@ -199,19 +209,18 @@ def unobserved_what(question: str, obs: Observations, lang: Lang) -> str | None:
     if named is not None and named.label not in _PEOPLE:
         return None  # "is he wearing a tie?": a tie is a detector class, the parts may have seen it
     if zh:
-        return f"{m.group(0)}(没有部件测量脸、身体、衣着、年龄或表情)"
+        return Unobserved("attribute", f"{m.group(0)}(没有部件测量脸、身体、衣着、年龄或表情)")
     word = m.group(0).lower()
     noun = "age" if "old" in word else "clothing" if word.startswith("wear") else word
     noun = "expression" if noun.startswith(("smil", "feel", "emotion", "mood")) else noun
-    return f"{noun} (no part measures faces, bodies, clothing, age or expressions)"
+    return Unobserved("attribute", f"{noun} (no part measures faces, bodies, clothing, age or expressions)")
 
 
-def not_observed(whats: list[str], obs: Observations, lang: Lang) -> str:
+def not_observed(asked: list[Unobserved], obs: Observations, lang: Lang) -> str:
     """The answer to question parts that asked only for what no part measures: it says so, and what
     was observed instead."""
-    activity = any(w.startswith(_ACTIVITY_WHAT) for w in whats)
-    colour = any(w.startswith("the colour of ") or "的颜色(" in w for w in whats)
-    instead = _observed_instead(obs, lang, activity, colour)
+    kinds = {u.kind for u in asked}
+    instead = _observed_instead(obs, lang, activity="activity" in kinds, colour="colour" in kinds)
     if lang == "zh":
-        return f"无法从图片判断:未观察到{'；'.join(whats)}。观察到的是:{instead}"
-    return f"Cannot tell from the image: not observed: {'; '.join(whats)}. Observed instead: {instead}"
+        return f"无法从图片判断:未观察到{'；'.join(u.text for u in asked)}。观察到的是:{instead}"
+    return f"Cannot tell from the image: not observed: {'; '.join(u.text for u in asked)}. Observed instead: {instead}"

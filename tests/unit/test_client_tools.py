@@ -97,7 +97,9 @@ def test_forced_call_schema_and_repeated_calls() -> None:
 
 
 def _whole_answer_stage(answer: dict[str, Any], seen: list[dict[str, Any]]) -> OpenAICompatStage:
-    """An ``openai:`` stage whose upstream ignores ``stream`` and answers with one JSON completion."""
+    """An ``openai:`` stage whose upstream ignores ``stream`` and answers with one JSON completion, in
+    vLLM's newer shape (``reasoning``). A mock transport on purpose: vLLM cannot run here; a real upstream
+    (a second flashvl server) is exercised in tests/integration/test_openai_tools.py."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))
